@@ -1,0 +1,240 @@
+"""Headless command line: the app's pipeline without a browser.
+
+    python -m core stats   [--data FILE]            validate a log and print its statistics
+    python -m core demo    --out DIR                write the demo shop as CSV files
+    python -m core run     [--data FILE] [...]      teacher, students, baselines: table + JSON
+
+Same seed and settings -> the same numbers the app shows for the same runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from core.dataset import InteractionData
+from core.errors import DistilleryError
+from core.pipeline import (
+    METHODS,
+    STUDENT_MODEL,
+    STUDENT_TRAIN,
+    TEACHER_MODEL,
+    TEACHER_TRAIN,
+    RunSpec,
+    load_demo_dataset,
+    run_experiment,
+    student_specs,
+)
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="interaction log (CSV/TSV/Parquet/gz, u.data, .inter); default: the demo shop",
+    )
+    parser.add_argument(
+        "--catalog", type=Path, help="optional catalog file (item id, title, category, price)"
+    )
+    parser.add_argument(
+        "--demo-scale", type=float, default=1.0, help="demo shop size multiplier (default 1.0)"
+    )
+    parser.add_argument(
+        "--split",
+        choices=("loo", "random"),
+        default="loo",
+        help="leave-one-out by time (default) or random 80/10/10",
+    )
+    parser.add_argument(
+        "--min-user", type=int, default=0, help="k-core: minimum interactions per user"
+    )
+    parser.add_argument(
+        "--min-item", type=int, default=0, help="k-core: minimum interactions per item"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for the split and every run")
+
+
+def load_data(args: argparse.Namespace) -> InteractionData:
+    from core.data import CleanOptions, SplitOptions, load_interactions
+
+    split = SplitOptions(method=args.split, seed=args.seed)
+    if args.data is None:
+        return load_demo_dataset(scale=args.demo_scale, split=split)
+    return load_interactions(
+        args.data,
+        args.data.name,
+        catalog_source=args.catalog,
+        catalog_name=args.catalog.name if args.catalog else None,
+        clean=CleanOptions(
+            min_user_interactions=args.min_user, min_item_interactions=args.min_item
+        ),
+        split=split,
+    )
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    cols = [
+        "name",
+        "role",
+        "params",
+        "ndcg@10",
+        "hr@10",
+        "mrr@10",
+        "coverage@10",
+        "tail_recall@10",
+        "teacher_kept",
+        "train_seconds",
+    ]
+
+    def fmt(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+        if isinstance(v, int):
+            return f"{v:,}"
+        return str(v)
+
+    cells = [[fmt(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    data = load_data(args)
+    print(
+        json.dumps(
+            {"name": data.name, **data.stats(), "notes": list(data.notes)}, indent=2, default=float
+        )
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from core.demo import DemoConfig, generate_demo
+
+    interactions, catalog = generate_demo(DemoConfig(scale=args.demo_scale))
+    args.out.mkdir(parents=True, exist_ok=True)
+    interactions.to_csv(args.out / "interactions.csv", index=False)
+    catalog.to_csv(args.out / "catalog.csv", index=False)
+    print(f"wrote {len(interactions):,} interactions and {len(catalog):,} products to {args.out}")
+    return 0
+
+
+def experiment_specs(args: argparse.Namespace) -> tuple[RunSpec, list[RunSpec]]:
+    epochs = {"epochs": args.epochs} if args.epochs else {}
+    teacher_model = replace(
+        TEACHER_MODEL, family=args.teacher_family, dim=args.teacher_dim, layers=args.teacher_layers
+    )
+    student_model = replace(
+        STUDENT_MODEL, family=args.student_family, dim=args.student_dim, layers=args.student_layers
+    )
+    teacher_train = replace(TEACHER_TRAIN, seed=args.seed, device=args.device, **epochs)
+    student_train = replace(STUDENT_TRAIN, seed=args.seed, device=args.device, **epochs)
+    teacher = RunSpec(name="teacher", role="teacher", model=teacher_model, train=teacher_train)
+    methods = tuple(m for m in args.methods.split(",") if m)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise DistilleryError(
+            f"Unknown distillation method {unknown[0]!r}; choose from {', '.join(METHODS)}."
+        )
+    knobs = {
+        "temperature": args.temperature,
+        "alpha": args.alpha,
+        "beta": args.beta,
+        "top_k": args.top_k,
+        "lam": args.lam,
+    }
+    return teacher, student_specs(student_model, student_train, methods, **knobs)
+
+
+def add_experiment_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--teacher-family", default=TEACHER_MODEL.family, choices=("sasrec", "two_tower", "mf")
+    )
+    parser.add_argument("--teacher-dim", type=int, default=TEACHER_MODEL.dim)
+    parser.add_argument("--teacher-layers", type=int, default=TEACHER_MODEL.layers)
+    parser.add_argument(
+        "--student-family", default=STUDENT_MODEL.family, choices=("sasrec", "two_tower", "mf")
+    )
+    parser.add_argument("--student-dim", type=int, default=STUDENT_MODEL.dim)
+    parser.add_argument("--student-layers", type=int, default=STUDENT_MODEL.layers)
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated subset of {','.join(METHODS)}",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="maximum epochs for every run (default: presets)"
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=2.0, help="soft targets: temperature T"
+    )
+    parser.add_argument(
+        "--alpha", type=float, default=0.5, help="soft targets: weight a of the KL term"
+    )
+    parser.add_argument("--beta", type=float, default=0.5, help="hard targets: weight b")
+    parser.add_argument(
+        "--top-k", type=int, default=10, help="teacher top-K for hard/ranking/listwise"
+    )
+    parser.add_argument(
+        "--lam", type=float, default=5.0, help="ranking distillation position decay lambda"
+    )
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--json", type=Path, help="write the result rows to this JSON file")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    data = load_data(args)
+    teacher, students = experiment_specs(args)
+    print(
+        f"{data.name}: {data.n_users:,} users, {data.n_items:,} items, {data.n_interactions:,} interactions"
+    )
+    rows = run_experiment(
+        data, teacher=teacher, students=students, log=lambda s: print(s, flush=True)
+    )
+    print()
+    print(format_table(rows))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2, default=float))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m core", description="Distillery: distill recommenders from the command line."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("stats", help="validate an interaction log and print its statistics")
+    add_data_args(p)
+    p.set_defaults(func=cmd_stats)
+    p = sub.add_parser("demo", help="write the built-in demo shop as CSV files")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--demo-scale", type=float, default=1.0)
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser(
+        "run", help="train a teacher, distilled students and baselines; print a table"
+    )
+    add_data_args(p)
+    add_experiment_args(p)
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DistilleryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,631 @@
+"""Distillation losses: pure torch functions that teach a student from a teacher's scores.
+
+Every loss takes the student's item scores ``z_s`` ``[B, C]`` (with grad) and the teacher's
+scores ``z_t`` ``[B, C]`` or the teacher's top-K item indices ``[B, K]``, over the full
+catalog (C = n_items) or a candidate set, and returns a scalar: the mean over the batch.
+The teacher side is always detached here, so no gradient reaches the teacher even when a
+caller forgets ``torch.no_grad()``.
+
+Formulas (per example; every loss is then averaged over the batch):
+
+- soft (Hinton et al. 2015):   ``T^2 * KL(softmax(z_t/T) || softmax(z_s/T))``
+- hard (teacher top-K as labels):
+  ``mean_{i in topK} BCE(z_s[i], 1) + mean_{j in negatives} BCE(z_s[j], 0)``
+- ranking (Tang & Wang, KDD 2018): ``sum_{r=1..K} w_r * -log sigmoid(z_s[pi_r])``,
+  ``w_r ∝ exp(-r / lam)``, optionally times the dynamic rank-discrepancy weight
+- listwise (Plackett-Luce, Kang et al. CIKM 2020 "DE-RRD"):
+  ``-(1/K) sum_{r=1..K} [z_s[pi_r] - logsumexp(z_s[{pi_r..pi_K} ∪ sampled])]``
+
+``distillation_loss`` combines one of them with the task loss using ``DistillConfig`` and the
+explicit ``LOSSES`` table (see the table for each method's total). The formulas printed in
+the source article are not used: their "soft" term does not depend on the student.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from core.errors import ConfigError
+
+__all__ = [
+    "LOSSES",
+    "METHODS",
+    "DistillConfig",
+    "DistillMethod",
+    "distillation_loss",
+    "dynamic_rank_weights",
+    "hard_target_bce",
+    "listwise_plackett_luce",
+    "position_weights",
+    "ranking_distillation",
+    "sample_items",
+    "soft_target_kl",
+    "teacher_top_k",
+]
+
+
+def _check_scores(z_s: Tensor, other: Tensor, name: str) -> None:
+    if z_s.dim() != 2:
+        raise ValueError(f"Student scores must be [B, C]; got shape {tuple(z_s.shape)}.")
+    if other.dim() != 2 or other.shape[0] != z_s.shape[0]:
+        raise ValueError(
+            f"{name} must be [B, ...] with B={z_s.shape[0]}; got shape {tuple(other.shape)}."
+        )
+
+
+def _check_mask(z_s: Tensor, mask: Tensor | None) -> Tensor | None:
+    if mask is None:
+        return None
+    if mask.shape != z_s.shape:
+        raise ValueError(
+            f"The mask must have the scores' shape {tuple(z_s.shape)}; got {tuple(mask.shape)}."
+        )
+    return mask.to(device=z_s.device, dtype=torch.bool)
+
+
+def _membership(indices: Tensor, n_items: int) -> Tensor:
+    """Boolean ``[B, n_items]``: True where the item appears in that row of ``indices``."""
+    member = torch.zeros(indices.shape[0], n_items, dtype=torch.bool, device=indices.device)
+    return member.scatter_(1, indices, True)
+
+
+# --------------------------------------------------------------------------- soft targets
+
+
+def soft_target_kl(
+    z_s: Tensor, z_t: Tensor, temperature: float, mask: Tensor | None = None
+) -> Tensor:
+    """Hinton et al. 2015 soft-target term: ``T^2 * KL(softmax(z_t/T) || softmax(z_s/T))``.
+
+    Args:
+        z_s: ``[B, C]`` student scores (logits).
+        z_t: ``[B, C]`` teacher scores; detached here.
+        temperature: T > 0. The T^2 factor keeps the gradient w.r.t. ``z_s`` on the same
+            scale across temperatures: ``d/dz_s = T * (softmax(z_s/T) - softmax(z_t/T))``,
+            which tends to ``(centred(z_s) - centred(z_t)) / C`` as T grows, instead of
+            shrinking like ``1/T^2``.
+        mask: optional boolean ``[B, C]``; True items (e.g. the user's training items) are
+            removed from both distributions before the softmax.
+
+    Returns:
+        Scalar: the KL summed over items, averaged over the batch. A row whose items are all
+        masked contributes 0.
+    """
+    _check_scores(z_s, z_t, "Teacher scores")
+    if z_t.shape != z_s.shape:
+        raise ValueError(f"Teacher scores {tuple(z_t.shape)} differ from {tuple(z_s.shape)}.")
+    if not temperature > 0:
+        raise ConfigError(f"The distillation temperature must be positive (got {temperature}).")
+    mask = _check_mask(z_s, mask)
+    z_t = z_t.detach()
+    s = z_s / temperature
+    t = z_t.to(z_s.dtype) / temperature
+    if mask is not None:
+        # A finite fill (not -inf) keeps fully masked rows and their gradients free of NaN;
+        # exp() of it is exactly 0, so the masked items leave both softmaxes.
+        fill = torch.finfo(s.dtype).min
+        s = s.masked_fill(mask, fill)
+        t = t.masked_fill(mask, fill)
+    log_ps = F.log_softmax(s, dim=1)
+    log_pt = F.log_softmax(t, dim=1)
+    terms = log_pt.exp() * (log_pt - log_ps)
+    if mask is not None:
+        terms = terms.masked_fill(mask, 0.0)
+    return temperature**2 * terms.sum(dim=1).mean()
+
+
+# --------------------------------------------------------------------------- hard targets
+
+
+def hard_target_bce(
+    z_s: Tensor,
+    teacher_topk: Tensor,
+    negatives: Tensor | None = None,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """The teacher's top-K as binary labels: BCE-with-logits on the student's scores.
+
+    Label 1 for the teacher's top-K items; label 0 for every other item of the row (the
+    whole catalog or candidate set), or only for ``negatives`` when given. Negatives that
+    are also teacher top-K items, and any masked item, are dropped.
+
+    Normalisation (deliberate): per example, the BCE of the positives is averaged over the
+    positives and the BCE of the negatives over the negatives, and the two means are
+    *summed*; the result is then averaged over the batch::
+
+        hard = mean_b [ mean_{i in topK} softplus(-z_s[i]) + mean_{j in neg} softplus(z_s[j]) ]
+
+    A plain mean over all C labels would let ~3000 negatives drown 10 positives; this way
+    both sides weigh the same whatever K and C are. A side with no valid items adds 0.
+
+    Args:
+        z_s: ``[B, C]`` student scores.
+        teacher_topk: ``[B, K]`` item indices (no duplicates within a row).
+        negatives: optional ``[B, M]`` sampled negative indices.
+        mask: optional boolean ``[B, C]``; True items are neither positives nor negatives.
+    """
+    _check_scores(z_s, teacher_topk, "teacher_topk")
+    mask = _check_mask(z_s, mask)
+    teacher_topk = teacher_topk.detach().to(z_s.device, torch.long)
+    n_items = z_s.shape[1]
+    is_positive = _membership(teacher_topk, n_items)
+
+    pos_valid = torch.ones_like(teacher_topk, dtype=torch.bool)
+    if mask is not None:
+        pos_valid = ~mask.gather(1, teacher_topk)
+    pos_bce = F.softplus(-z_s.gather(1, teacher_topk))
+    pos_mean = _masked_row_mean(pos_bce, pos_valid)
+
+    if negatives is None:
+        neg_valid = ~is_positive
+        if mask is not None:
+            neg_valid &= ~mask
+        neg_bce = F.softplus(z_s)
+    else:
+        _check_scores(z_s, negatives, "negatives")
+        negatives = negatives.detach().to(z_s.device, torch.long)
+        neg_valid = ~is_positive.gather(1, negatives)
+        if mask is not None:
+            neg_valid &= ~mask.gather(1, negatives)
+        neg_bce = F.softplus(z_s.gather(1, negatives))
+    neg_mean = _masked_row_mean(neg_bce, neg_valid)
+    return (pos_mean + neg_mean).mean()
+
+
+def _masked_row_mean(values: Tensor, valid: Tensor) -> Tensor:
+    """Mean of ``values`` over the valid entries of each row; 0 for a row with none."""
+    count = valid.sum(dim=1).clamp(min=1)
+    return torch.where(valid, values, torch.zeros_like(values)).sum(dim=1) / count
+
+
+# --------------------------------------------------------------------- ranking distillation
+
+
+def position_weights(
+    k: int,
+    lam: float,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Static position-importance weights ``w_r = exp(-r/lam) / sum_r' exp(-r'/lam)``, r=1..K."""
+    if k < 1:
+        raise ConfigError(f"The teacher's top-K must hold at least one item (got K={k}).")
+    if not lam > 0:
+        raise ConfigError(f"The ranking position decay lambda must be positive (got {lam}).")
+    ranks = torch.arange(1, k + 1, dtype=dtype, device=device)
+    return torch.softmax(-ranks / lam, dim=0)
+
+
+@torch.no_grad()
+def dynamic_rank_weights(
+    z_s: Tensor, teacher_topk: Tensor, mu: float = 0.1, mask: Tensor | None = None
+) -> Tensor:
+    """Tang & Wang's rank-discrepancy weight, with the student's exact rank (no gradient).
+
+    ``w_dyn[r] = max(0, tanh(mu * (rank_s(pi_r) - r)))`` for r = 1..K, where ``rank_s(i)``
+    is the 1-based rank of item i in the student's full score row (1 + the number of
+    unmasked items the student scores strictly higher). The weight is 0 while the student
+    ranks the item at least as high as the teacher does, and grows towards 1 the lower the
+    student ranks it. (The authors estimate rank_s by sampling; with the scores of the
+    whole row at hand we count exactly.)
+
+    Returns:
+        ``[B, K]`` float weights in [0, 1).
+    """
+    z_s = z_s.detach()
+    if mask is not None:
+        # -inf is never strictly greater than a score, so masked items never outrank one.
+        z_s = z_s.masked_fill(mask, float("-inf"))
+    item_scores = z_s.gather(1, teacher_topk)
+    ascending = z_s.sort(dim=1).values
+    not_above = torch.searchsorted(ascending.contiguous(), item_scores.contiguous(), right=True)
+    student_rank = (z_s.shape[1] - not_above + 1).to(z_s.dtype)  # 1-based
+    teacher_rank = torch.arange(1, teacher_topk.shape[1] + 1, device=z_s.device, dtype=z_s.dtype)
+    return torch.tanh(mu * (student_rank - teacher_rank)).clamp(min=0.0)
+
+
+def ranking_distillation(
+    z_s: Tensor,
+    teacher_topk: Tensor,
+    lam: float,
+    weights: Literal["static", "dynamic"] = "static",
+    *,
+    mu: float = 0.1,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Ranking distillation (Tang & Wang, KDD 2018): the teacher's top-K as extra positives.
+
+    ``rank = mean_b sum_{r=1..K} w_r * -log sigmoid(z_s[pi_r])``, ``pi_r`` the teacher's r-th
+    item (masked items must already be excluded from ``teacher_topk``: see
+    ``teacher_top_k``).
+
+    - ``weights="static"``: ``w_r = exp(-r/lam) / sum_{r'} exp(-r'/lam)``.
+    - ``weights="dynamic"`` (the paper's hybrid weight):
+      ``w_r = a_r * d_r / sum_{r'} a_{r'} * d_{r'}`` with ``a_r = exp(-r/lam)`` and
+      ``d_r = max(0, tanh(mu * (rank_s(pi_r) - r)))`` from ``dynamic_rank_weights``. The
+      weights carry no gradient. A row where the student already ranks every teacher item
+      at least as high as the teacher (all ``d_r = 0``) gets zero weights and adds 0.
+
+    Args:
+        z_s: ``[B, C]`` student scores.
+        teacher_topk: ``[B, K]`` teacher's top-K item indices, best first.
+        lam: position decay lambda > 0 (small lambda: focus on the very top).
+        weights: "static" or "dynamic".
+        mu: sharpness of the dynamic weight (only for ``weights="dynamic"``).
+        mask: optional boolean ``[B, C]``; masked items do not count in the student's rank.
+    """
+    _check_scores(z_s, teacher_topk, "teacher_topk")
+    mask = _check_mask(z_s, mask)
+    teacher_topk = teacher_topk.detach().to(z_s.device, torch.long)
+    w = position_weights(teacher_topk.shape[1], lam, device=z_s.device, dtype=z_s.dtype)
+    w = w.expand(teacher_topk.shape[0], -1)
+    if weights == "dynamic":
+        if not mu > 0:
+            raise ConfigError(f"The dynamic weight sharpness mu must be positive (got {mu}).")
+        w = w * dynamic_rank_weights(z_s, teacher_topk, mu=mu, mask=mask)
+        w = w / w.sum(dim=1, keepdim=True).clamp(min=torch.finfo(w.dtype).tiny)
+    elif weights != "static":
+        raise ConfigError(f"Ranking weights must be 'static' or 'dynamic' (got {weights!r}).")
+    nll = F.softplus(-z_s.gather(1, teacher_topk))  # -log sigmoid(x), stable
+    return (w * nll).sum(dim=1).mean()
+
+
+# --------------------------------------------------------------------------- listwise (RRD)
+
+
+def listwise_plackett_luce(
+    z_s: Tensor, teacher_topk: Tensor, sampled: Tensor, mask: Tensor | None = None
+) -> Tensor:
+    """Negative Plackett-Luce log-likelihood of the teacher's top-K order (DE-RRD, CIKM 2020).
+
+    ``listwise = mean_b -(1/K) sum_{r=1..K} [ z_s[pi_r] - logsumexp(z_s[{pi_r, ..., pi_K}
+    ∪ S]) ]`` where S is the set of ``sampled`` "uninteresting" items: they are appended
+    after the K as one unordered block, so they sit in every denominator but are never
+    ranked themselves. The sum over the K positions is *averaged* (divided by K) so the
+    scale does not grow with K. Sampled items that are teacher top-K items or masked are
+    dropped from S (duplicates within ``sampled`` count as many times as they appear:
+    ``sample_items`` draws without replacement). With S empty this is plain Plackett-Luce
+    over the K items.
+
+    Args:
+        z_s: ``[B, C]`` student scores.
+        teacher_topk: ``[B, K]`` teacher's top-K indices, best first.
+        sampled: ``[B, M]`` uniformly sampled item indices (M may be 0).
+        mask: optional boolean ``[B, C]``; masked sampled items are dropped.
+    """
+    _check_scores(z_s, teacher_topk, "teacher_topk")
+    _check_scores(z_s, sampled, "sampled")
+    mask = _check_mask(z_s, mask)
+    teacher_topk = teacher_topk.detach().to(z_s.device, torch.long)
+    sampled = sampled.detach().to(z_s.device, torch.long)
+    k, m = teacher_topk.shape[1], sampled.shape[1]
+
+    top = z_s.gather(1, teacher_topk)  # [B, K]
+    rest = z_s.gather(1, sampled)  # [B, M]
+    rest_valid = ~_membership(teacher_topk, z_s.shape[1]).gather(1, sampled)
+    if mask is not None:
+        rest_valid &= ~mask.gather(1, sampled)
+
+    # Row r of the [K, K+M] "in the denominator" pattern: top items from position r on,
+    # plus every valid sampled item. Item pi_r itself is always in, so each logsumexp is
+    # finite and -inf entries get an exactly zero gradient.
+    positions = torch.arange(k, device=z_s.device)
+    suffix = positions.unsqueeze(0) >= positions.unsqueeze(1)  # [K, K]: j >= r
+    keep = torch.cat(
+        [
+            suffix.unsqueeze(0).expand(z_s.shape[0], k, k),
+            rest_valid.unsqueeze(1).expand(-1, k, m),
+        ],
+        dim=2,
+    )
+    candidates = torch.cat([top, rest], dim=1).unsqueeze(1).expand(-1, k, k + m)
+    log_denominator = candidates.masked_fill(~keep, float("-inf")).logsumexp(dim=2)
+    return -(top - log_denominator).mean(dim=1).mean()
+
+
+# --------------------------------------------------------------------- teacher / sampling
+
+
+def teacher_top_k(z_t: Tensor, k: int, mask: Tensor | None = None) -> Tensor:
+    """The teacher's ``k`` best unmasked items per row, best first: LongTensor ``[B, k]``.
+
+    Masked items (the user's training items) are never teacher positives: the distillation
+    targets are *unobserved* items. Raises ConfigError if a row has fewer than ``k`` items
+    left, since padding it with masked items would teach the wrong thing.
+    """
+    z_t = z_t.detach()
+    n_items = z_t.shape[1]
+    if not 1 <= k <= n_items:
+        raise ConfigError(
+            f"The teacher's top-K ({k}) must be between 1 and the number of scored items "
+            f"({n_items}); lower top_k."
+        )
+    if mask is not None:
+        mask = _check_mask(z_t, mask)
+        fewest = int((~mask).sum(dim=1).min())
+        if fewest < k:
+            raise ConfigError(
+                f"The teacher's top-K ({k}) is larger than the {fewest} items left for some "
+                "user once their own items are masked; lower top_k."
+            )
+        z_t = z_t.masked_fill(mask, float("-inf"))
+    return z_t.topk(k, dim=1).indices
+
+
+def sample_items(
+    batch_size: int,
+    n_sampled: int,
+    n_items: int,
+    generator: torch.Generator | None = None,
+    exclude: Tensor | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Draw items uniformly, without replacement within a row: LongTensor ``[B, M']``.
+
+    Args:
+        batch_size: B.
+        n_sampled: M, the number of items wanted per row.
+        n_items: C, the catalog size.
+        generator: for reproducible draws; one on another device than the output (a seeded
+            CPU generator in a CUDA run) works, at the cost of copying the ``[B, C]`` weights.
+        exclude: optional boolean ``[B, C]``; True items are never drawn (e.g. the teacher's
+            top-K and the user's own items).
+        device: where to draw when ``exclude`` is not given.
+
+    Returns:
+        ``M' = min(M, fewest items allowed in any row)`` columns, so every row holds distinct,
+        allowed items (M' = 0 when some row has nothing left to draw).
+    """
+    if n_sampled < 0 or n_items < 1 or batch_size < 0:
+        raise ConfigError(
+            f"Cannot sample {n_sampled} of {n_items} items for {batch_size} rows; "
+            "the counts must be non-negative and the catalog non-empty."
+        )
+    if exclude is None:
+        allowed = torch.ones(batch_size, n_items, device=device)
+    else:
+        if exclude.shape != (batch_size, n_items):
+            raise ValueError(
+                f"exclude must be [{batch_size}, {n_items}]; got {tuple(exclude.shape)}."
+            )
+        allowed = (~exclude.to(torch.bool)).float()
+    available = int(allowed.sum(dim=1).min()) if batch_size else 0
+    m = min(n_sampled, available)
+    if m == 0:
+        return torch.zeros(batch_size, 0, dtype=torch.long, device=allowed.device)
+    if generator is not None and generator.device != allowed.device:
+        # torch.multinomial needs the generator on the tensor's device; drawing where the
+        # generator lives keeps a seeded CPU generator usable (and reproducible) for CUDA runs.
+        draws = torch.multinomial(
+            allowed.to(generator.device), m, replacement=False, generator=generator
+        )
+        return draws.to(allowed.device)
+    return torch.multinomial(allowed, m, replacement=False, generator=generator)
+
+
+# ----------------------------------------------------------------------------- combiner
+
+METHODS = ("none", "soft", "hard", "combined", "ranking", "listwise")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """How a student learns from its teacher; saved with every student run."""
+
+    method: str = "none"  # one of METHODS; "none" is the no-teacher baseline
+    temperature: float = 2.0  # T of the soft term; higher = flatter teacher distribution
+    alpha: float = 0.5  # a: weight of the soft term ("soft": (1-a)*task + a*soft)
+    beta: float = 0.5  # b: weight of the hard term
+    top_k: int = 10  # K: teacher items used as targets by hard / ranking / listwise
+    lam: float = 5.0  # ranking position decay: w_r ∝ exp(-r/lam)
+    dynamic: bool = False  # ranking: multiply in the rank-discrepancy weight
+    mu: float = 0.1  # ranking: sharpness of the dynamic weight tanh(mu * rank gap)
+    weight: float = 1.0  # l: weight of the ranking / listwise term
+    n_sampled: int = 50  # listwise: uninteresting items sampled into every denominator
+
+    def validate(self) -> DistillConfig:
+        """Raise ConfigError with one clear sentence for a bad value; return self if valid."""
+        if not isinstance(self.method, str) or self.method not in LOSSES:
+            raise ConfigError(
+                f"Unknown distillation method {self.method!r}; choose one of {', '.join(METHODS)}."
+            )
+        _require(self.temperature, lambda v: v > 0, "The temperature must be positive")
+        _require(self.alpha, lambda v: 0 <= v <= 1, "The soft weight alpha must be in [0, 1]")
+        _require(self.beta, lambda v: v >= 0, "The hard weight beta must be zero or more")
+        _require(self.lam, lambda v: v > 0, "The ranking position decay lambda must be positive")
+        _require(self.mu, lambda v: v > 0, "The dynamic weight sharpness mu must be positive")
+        _require(self.weight, lambda v: v >= 0, "The ranking/listwise weight must be zero or more")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
+            raise ConfigError(
+                f"The teacher's top-K must be an integer of 1 or more (got {self.top_k})."
+            )
+        if (
+            isinstance(self.n_sampled, bool)
+            or not isinstance(self.n_sampled, int)
+            or self.n_sampled < 1
+        ):
+            raise ConfigError(
+                f"The number of sampled items must be an integer of 1 or more (got {self.n_sampled})."
+            )
+        if not isinstance(self.dynamic, bool):
+            raise ConfigError(f"'dynamic' must be true or false (got {self.dynamic!r}).")
+        return self
+
+
+def _require(value: object, ok: Callable[[float], bool], sentence: str) -> None:
+    """Raise ConfigError unless ``value`` is a finite real number (not a bool) passing ``ok``."""
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (is_number and math.isfinite(value) and ok(value)):
+        raise ConfigError(f"{sentence} (got {value!r}).")
+
+
+TermFn = Callable[..., dict[str, Tensor]]
+CombineFn = Callable[[Tensor, dict[str, Tensor], DistillConfig], Tensor]
+
+
+@dataclass(frozen=True)
+class DistillMethod:
+    """One row of ``LOSSES``: what the method is, its terms, and how they make the total."""
+
+    description: str
+    formula: str
+    needs_teacher: bool
+    terms: TermFn  # (z_s, z_t, config, mask=, sampled=, generator=) -> {name: unweighted term}
+    combine: CombineFn  # (task, terms, config) -> total loss
+
+
+def _no_terms(z_s, z_t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
+    return {}
+
+
+def _soft_terms(z_s, z_t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
+    return {"soft": soft_target_kl(z_s, z_t, config.temperature, mask=mask)}
+
+
+def _hard_terms(z_s, z_t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
+    topk = teacher_top_k(z_t, config.top_k, mask=mask)
+    return {"hard": hard_target_bce(z_s, topk, mask=mask)}
+
+
+def _combined_terms(z_s, z_t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
+    topk = teacher_top_k(z_t, config.top_k, mask=mask)
+    return {
+        "soft": soft_target_kl(z_s, z_t, config.temperature, mask=mask),
+        "hard": hard_target_bce(z_s, topk, mask=mask),
+    }
+
+
+def _ranking_terms(z_s, z_t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
+    topk = teacher_top_k(z_t, config.top_k, mask=mask)
+    mode = "dynamic" if config.dynamic else "static"
+    loss = ranking_distillation(z_s, topk, config.lam, mode, mu=config.mu, mask=mask)
+    return {"ranking": loss}
+
+
+def _listwise_terms(z_s, z_t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
+    topk = teacher_top_k(z_t, config.top_k, mask=mask)
+    if sampled is None:
+        exclude = _membership(topk, z_s.shape[1])
+        if mask is not None:
+            exclude |= mask
+        sampled = sample_items(
+            z_s.shape[0], config.n_sampled, z_s.shape[1], generator=generator, exclude=exclude
+        )
+    return {"listwise": listwise_plackett_luce(z_s, topk, sampled, mask=mask)}
+
+
+LOSSES: dict[str, DistillMethod] = {
+    "none": DistillMethod(
+        description="Baseline: the student trained on the task alone, no teacher.",
+        formula="task",
+        needs_teacher=False,
+        terms=_no_terms,
+        combine=lambda task, terms, c: task,
+    ),
+    "soft": DistillMethod(
+        description="Soft targets (Hinton et al. 2015): match the teacher's softened scores.",
+        formula="(1-a)*task + a*T^2*KL(softmax(z_t/T) || softmax(z_s/T))",
+        needs_teacher=True,
+        terms=_soft_terms,
+        combine=lambda task, terms, c: (1 - c.alpha) * task + c.alpha * terms["soft"],
+    ),
+    "hard": DistillMethod(
+        description="Hard targets: the teacher's top-K as binary labels (BCE).",
+        formula="task + b*hard",
+        needs_teacher=True,
+        terms=_hard_terms,
+        combine=lambda task, terms, c: task + c.beta * terms["hard"],
+    ),
+    "combined": DistillMethod(
+        description="Soft and hard targets together.",
+        formula="task + a*soft + b*hard",
+        needs_teacher=True,
+        terms=_combined_terms,
+        combine=lambda task, terms, c: task + c.alpha * terms["soft"] + c.beta * terms["hard"],
+    ),
+    "ranking": DistillMethod(
+        description="Ranking distillation (Tang & Wang 2018): teacher top-K as extra positives.",
+        formula="task + l * sum_r w_r * -log sigmoid(z_s[pi_r]),  w_r ∝ exp(-r/lam)",
+        needs_teacher=True,
+        terms=_ranking_terms,
+        combine=lambda task, terms, c: task + c.weight * terms["ranking"],
+    ),
+    "listwise": DistillMethod(
+        description="Listwise (DE-RRD 2020): Plackett-Luce likelihood of the teacher's top-K order.",
+        formula="task + l * -(1/K) sum_r [z_s[pi_r] - logsumexp(z_s[pi_r..pi_K] ∪ sampled)]",
+        needs_teacher=True,
+        terms=_listwise_terms,
+        combine=lambda task, terms, c: task + c.weight * terms["listwise"],
+    ),
+}
+assert tuple(LOSSES) == METHODS
+
+
+def distillation_loss(
+    task_loss: Tensor,
+    z_s: Tensor,
+    z_t: Tensor | None,
+    config: DistillConfig,
+    *,
+    mask: Tensor | None = None,
+    sampled: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Total training loss of a student and each of its named terms, for logging.
+
+    Totals (a = alpha, b = beta, l = weight; each term as defined by its function above):
+
+    ======== ==============================================
+    none     task
+    soft     (1-a)*task + a*soft            (soft already includes T^2)
+    hard     task + b*hard
+    combined task + a*soft + b*hard
+    ranking  task + l*ranking
+    listwise task + l*listwise
+    ======== ==============================================
+
+    Args:
+        task_loss: scalar task loss (BPR, cross-entropy, ...) of the student.
+        z_s: ``[B, C]`` student scores over the catalog or a candidate set.
+        z_t: ``[B, C]`` teacher scores over the same items (detached here); may be None for
+            method "none".
+        config: the distillation config (validated here).
+        mask: optional boolean ``[B, C]`` of items excluded from the distillation (the user's
+            training items): never teacher top-K positives, never sampled, and removed from
+            the soft distributions.
+        sampled: listwise only: ``[B, M]`` uninteresting items. When None, ``config.n_sampled``
+            items are drawn uniformly (``sample_items`` with ``generator``), excluding the
+            teacher's top-K and the masked items.
+        generator: random generator for that draw.
+
+    Returns:
+        ``(total, terms)``; ``terms`` holds ``"task"``, each method's unweighted term(s)
+        (``"soft"``, ``"hard"``, ``"ranking"``, ``"listwise"``) and ``"total"``, as floats.
+    """
+    config.validate()
+    method = LOSSES[config.method]
+    if method.needs_teacher:
+        if z_t is None:
+            raise ConfigError(f"Distillation method {config.method!r} needs the teacher's scores.")
+        if z_t.shape != z_s.shape:
+            raise ValueError(
+                f"Teacher scores {tuple(z_t.shape)} and student scores {tuple(z_s.shape)} "
+                "must cover the same items."
+            )
+        z_t = z_t.detach()
+    mask = _check_mask(z_s, mask)
+    terms = method.terms(z_s, z_t, config, mask=mask, sampled=sampled, generator=generator)
+    total = method.combine(task_loss, terms, config)
+    named = {"task": task_loss, **terms, "total": total}
+    # One device sync for all logged values rather than one per term.
+    dtype = functools.reduce(torch.promote_types, (v.dtype for v in named.values()))
+    values = torch.stack([v.detach().reshape(()).to(dtype) for v in named.values()]).tolist()
+    return total, dict(zip(named, values, strict=True))

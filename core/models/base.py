@@ -1,0 +1,204 @@
+"""The one interface every recommender implements: teacher, student and baseline alike.
+
+A model maps a batch of *contexts* to scores over the whole catalog. The context is what a
+serving team would send: a user index (``input_kind == "user"``) or a left-padded item
+history (``input_kind == "sequence"``, item index + 1, 0 = padding). Training-specific
+pieces (batches and the task loss) live on the model so that the trainer stays generic.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.dataset import InteractionData, pad_sequences, stage_code
+from core.errors import ConfigError
+
+FAMILIES = ("popularity", "mf", "two_tower", "sasrec")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one model. Each family reads the fields it needs.
+
+    dim:      embedding size; the main size knob (item embeddings dominate parameter counts).
+    layers:   SASRec attention blocks / two-tower MLP layers per tower.
+    heads:    SASRec attention heads (must divide dim).
+    hidden:   two-tower MLP width (the 'deep' in deep two-tower).
+    max_len:  SASRec history length kept (most recent items).
+    dropout:  regularisation for SASRec and two-tower; MF uses weight decay instead.
+    """
+
+    family: str = "sasrec"
+    dim: int = 64
+    layers: int = 2
+    heads: int = 2
+    hidden: int = 256
+    max_len: int = 50
+    dropout: float = 0.2
+
+    def validate(self) -> ModelConfig:
+        if self.family not in FAMILIES:
+            raise ConfigError(
+                f"Unknown model family {self.family!r}; choose one of {', '.join(FAMILIES)}."
+            )
+        if self.dim < 1 or self.layers < 1 or self.hidden < 1 or self.max_len < 2:
+            raise ConfigError(
+                "Model sizes must be positive (dim, layers, hidden >= 1; max_len >= 2)."
+            )
+        if self.family == "sasrec" and self.dim % self.heads:
+            raise ConfigError(f"SASRec needs dim ({self.dim}) divisible by heads ({self.heads}).")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"Dropout must be in [0, 1); got {self.dropout}.")
+        return self
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known}).validate()
+
+
+@dataclass
+class Batch:
+    """One training batch. ``context`` is the model input; the rest is task-specific.
+
+    users:    [B] dense user index of each row (for distillation masks and teacher caches).
+    context:  [B] user indices or [B, L] padded sequences.
+    targets:  task targets: [B] positive items (user models) or [B, L] next items + 1 (sequence).
+    negatives: [B, n_neg] sampled negative items (BPR), or None.
+    """
+
+    users: torch.Tensor
+    context: torch.Tensor
+    targets: torch.Tensor
+    negatives: torch.Tensor | None = None
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(
+            self.users.to(device),
+            self.context.to(device),
+            self.targets.to(device),
+            None if self.negatives is None else self.negatives.to(device),
+        )
+
+
+@dataclass
+class StepOutput:
+    """What one training step produced: the task loss and catalog scores for distillation.
+
+    rows:       [N, C] student scores over the catalog for the distillation rows.
+    row_users:  [N] the user each row belongs to.
+    positions:  for sequence models, the bool ``[B, L]`` mask of batch positions the rows come
+                from (row order = ``context[positions]``), so a sequence teacher can score
+                exactly the same prefixes; None for user models (one row per batch row).
+    """
+
+    task_loss: torch.Tensor
+    rows: torch.Tensor
+    row_users: torch.Tensor
+    positions: torch.Tensor | None = None
+
+
+class Recommender(nn.Module):
+    """Base class. Subclasses set ``family`` and ``input_kind`` and implement forward()."""
+
+    family: ClassVar[str] = ""
+    input_kind: ClassVar[str] = "user"  # "user" or "sequence"
+    trainable: ClassVar[bool] = True
+
+    def __init__(self, n_users: int, n_items: int, config: ModelConfig):
+        super().__init__()
+        self.n_users = n_users
+        self.n_items = n_items
+        self.config = config
+
+    # ------------------------------------------------------------------ inference
+    def forward(self, context: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """Scores ``[B, n_items]`` for a batch of contexts (export-friendly: tensors only)."""
+        raise NotImplementedError
+
+    def make_context(
+        self, data: InteractionData, users: np.ndarray, stage: str | int
+    ) -> torch.Tensor:
+        """The model input for ``users`` when predicting ``stage`` (history = earlier stages).
+
+        ``stage='train'`` means "after the whole training history" (used for distillation).
+        """
+        users = np.asarray(users, dtype=np.int64)
+        if self.input_kind == "user":
+            return torch.from_numpy(users)
+        code = stage_code(stage)
+        seqs = data.sequences((0,)) if code == 0 else data.history_sequences(code)
+        return torch.from_numpy(pad_sequences([seqs[u] for u in users], self.config.max_len))
+
+    @torch.no_grad()
+    def score_users(
+        self, data: InteractionData, users: np.ndarray, stage: str | int = "test"
+    ) -> torch.Tensor:
+        """Scores ``[B, n_items]`` for dense user indices, in eval mode, on the model's device."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self(self.make_context(data, users, stage).to(self.device))
+        finally:
+            self.train(was_training)
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def num_parameters(self) -> int:
+        return int(sum(p.numel() for p in self.parameters()))
+
+    def size_bytes(self) -> int:
+        """fp32 bytes of parameters and buffers (what a checkpoint weighs, roughly)."""
+        tensors = list(self.parameters()) + list(self.buffers())
+        return int(sum(t.numel() * t.element_size() for t in tensors))
+
+    # ------------------------------------------------------------------ training
+    def task_batches(
+        self, data: InteractionData, batch_size: int, negatives: int, rng: np.random.Generator
+    ) -> Iterator[Batch]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def training_step(self, batch: Batch) -> StepOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fit_statistics(self, data: InteractionData) -> None:
+        """Models with closed-form state (popularity) fill it here; others do nothing."""
+
+    # ------------------------------------------------------------------ persistence
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "config_json": json.dumps(asdict(self.config), sort_keys=True),
+            "state_dict": self.state_dict(),
+        }
+
+    def save(self, path: str | Path) -> None:
+        torch.save(self.checkpoint(), path)
+
+
+def user_history_mask(
+    data: InteractionData, users: torch.Tensor, device: torch.device
+) -> torch.Tensor:
+    """Dense bool ``[B, n_items]``: True where the item is in the user's training history."""
+    rows = data.train_matrix[users.cpu().numpy()]
+    mask = torch.zeros(rows.shape, dtype=torch.bool)
+    indptr = torch.from_numpy(rows.indptr.astype(np.int64))
+    row_idx = torch.repeat_interleave(torch.arange(rows.shape[0]), indptr[1:] - indptr[:-1])
+    mask[row_idx, torch.from_numpy(rows.indices.astype(np.int64))] = True
+    return mask.to(device)

@@ -1,0 +1,107 @@
+"""Every model family honours the one interface; each learns the checkerboard structure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core.errors import ConfigError
+from core.models import MODELS, ModelConfig, build_model, load_model
+from core.train import TrainConfig, train_model
+from tests.factories import checkerboard
+
+SMALL = {
+    "mf": ModelConfig(family="mf", dim=8),
+    "two_tower": ModelConfig(family="two_tower", dim=8, hidden=16, layers=1, dropout=0.0),
+    "sasrec": ModelConfig(family="sasrec", dim=16, layers=1, heads=2, max_len=8, dropout=0.0),
+}
+FAST = TrainConfig(epochs=40, batch_size=16, lr=0.02, patience=40, seed=0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return checkerboard()
+
+
+@pytest.mark.parametrize("family", sorted(SMALL))
+def test_held_out_item_ranks_first(family, data):
+    """The recommender mixin: after training, each user's test item is their top pick."""
+    model = build_model(SMALL[family], data.n_users, data.n_items)
+    train_model(model, data, FAST)
+    users = data.eval_users("test")
+    scores = model.score_users(data, users, "test").clone()
+    history = torch.from_numpy(data.history_matrix("test")[users].toarray() > 0)
+    scores[history] = -torch.inf
+    top = scores.argmax(dim=1).numpy()
+    targets = data.target_matrix("test")[users].indices
+    assert (top == targets).mean() >= 0.9
+
+
+@pytest.mark.parametrize("family", sorted(SMALL))
+def test_scores_shape_and_save_load_round_trip(family, data, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(SMALL[family], data.n_users, data.n_items).eval()
+    users = np.arange(5)
+    before = model.score_users(data, users, "test")
+    assert before.shape == (5, data.n_items)
+    path = tmp_path / f"{family}.pt"
+    model.save(path)
+    loaded = load_model(path)
+    assert type(loaded) is MODELS[family]
+    assert loaded.config == model.config
+    assert torch.allclose(loaded.score_users(data, users, "test"), before)
+    assert loaded.num_parameters() == model.num_parameters() > 0
+
+
+def test_parameter_counts_by_hand():
+    mf = build_model(ModelConfig(family="mf", dim=4), n_users=3, n_items=5)
+    assert mf.num_parameters() == 3 * 4 + 5 * 4 + 5  # users, items, item bias
+    tt = build_model(
+        ModelConfig(family="two_tower", dim=4, hidden=6, layers=1), n_users=3, n_items=5
+    )
+    tower = (4 * 6 + 6) + (6 * 4 + 4)
+    assert tt.num_parameters() == 3 * 4 + 5 * 4 + 2 * tower
+    sr = build_model(
+        ModelConfig(family="sasrec", dim=4, layers=1, heads=1, max_len=3), n_users=3, n_items=5
+    )
+    block = 2 * 2 * 4 + (4 * 12 + 12) + (4 * 4 + 4) + (4 * 16 + 16) + (16 * 4 + 4)
+    assert sr.num_parameters() == 6 * 4 + 3 * 4 + block + 2 * 4
+
+
+def test_popularity_ranks_by_training_count(data):
+    pop = build_model(ModelConfig(family="popularity"), data.n_users, data.n_items)
+    train_model(pop, data, TrainConfig(epochs=1))
+    scores = pop.score_users(data, np.array([0, 1]), "test")
+    counts = torch.from_numpy(data.item_popularity).float()
+    assert torch.equal(scores[0].argsort(), torch.log1p(counts).argsort())
+    assert pop.num_parameters() == 0
+
+
+def test_sasrec_ignores_padding_and_is_causal():
+    torch.manual_seed(0)
+    model = build_model(
+        ModelConfig(family="sasrec", dim=8, layers=1, heads=2, max_len=5, dropout=0.0), 1, 6
+    ).eval()
+    seq = torch.tensor([[0, 0, 3, 1, 2]])
+    other_pad = torch.tensor([[0, 0, 3, 1, 2]])
+    assert torch.allclose(model(seq), model(other_pad))
+    # Changing the last item must not change the scores after the first two prefixes.
+    a = model.position_scores(torch.tensor([[0, 0, 3, 1, 2]]))
+    b = model.position_scores(torch.tensor([[0, 0, 3, 1, 5]]))
+    assert torch.allclose(a[0, 2:4], b[0, 2:4])
+    assert not torch.allclose(a[0, 4], b[0, 4])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"family": "transformer"},
+        {"family": "sasrec", "dim": 10, "heads": 3},
+        {"family": "mf", "dim": 0},
+        {"family": "mf", "dropout": 1.5},
+    ],
+)
+def test_bad_model_config_raises_config_error(raw):
+    with pytest.raises(ConfigError):
+        ModelConfig.from_dict(raw)
