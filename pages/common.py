@@ -1,0 +1,85 @@
+"""Shared UI plumbing for every page: the store, the job manager, the active dataset, errors.
+
+Not a page itself (app.py lists the pages explicitly with st.navigation). The store and the
+job manager are process-wide resources (``st.cache_resource``), shared by every browser tab;
+both are thread-safe. Session state holds only small values (ids, choices).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import streamlit as st
+
+from core.errors import DistilleryError
+from core.jobs import JobManager
+from core.runner import training_runner
+from core.store import DatasetRecord, Store
+
+T = TypeVar("T")
+
+# Set by page tests: after a submit the page waits for the job, so AppTest sees the result
+# in the same script run (the worker thread still does the work, never st.* calls).
+SYNC_JOBS_ENV = "DISTILLERY_SYNC_JOBS"
+DATASET_KEY = "active_dataset_id"
+
+
+@st.cache_resource(show_spinner=False)
+def get_store() -> Store:
+    return Store()
+
+
+@st.cache_resource(show_spinner=False)
+def get_jobs() -> JobManager:
+    workers = int(os.environ.get("DISTILLERY_WORKERS", "1"))
+    return JobManager(get_store(), training_runner, workers=max(1, workers))
+
+
+def sync_jobs() -> bool:
+    return os.environ.get(SYNC_JOBS_ENV, "") not in ("", "0")
+
+
+def after_submit(run_ids: list[int]) -> None:
+    """In synchronous mode (page tests) wait for the runs just submitted."""
+    if sync_jobs():
+        for run_id in run_ids:
+            get_jobs().wait(run_id)
+
+
+def active_dataset() -> DatasetRecord | None:
+    """The dataset chosen on the Data page (or the most recent one), if any."""
+    store = get_store()
+    datasets = store.list_datasets()
+    if not datasets:
+        return None
+    chosen = st.session_state.get(DATASET_KEY)
+    for record in datasets:
+        if record.id == chosen:
+            return record
+    newest = max(datasets, key=lambda d: d.id)
+    st.session_state[DATASET_KEY] = newest.id
+    return newest
+
+
+def set_active_dataset(dataset_id: int) -> None:
+    st.session_state[DATASET_KEY] = int(dataset_id)
+
+
+def guarded(action: Callable[[], T], what: str = "") -> T | None:
+    """Run ``action``; show a typed error as one sentence instead of a traceback."""
+    try:
+        return action()
+    except DistilleryError as exc:
+        st.error(str(exc), icon=":material/error:")
+    except Exception as exc:  # noqa: BLE001 - the UI must never show a traceback
+        st.error(
+            f"Something went wrong{(' while ' + what) if what else ''}: {type(exc).__name__}: {exc}",
+            icon=":material/error:",
+        )
+    return None
+
+
+def fmt_int(value: Any) -> str:
+    return "-" if value is None else f"{int(value):,}"

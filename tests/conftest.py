@@ -1,0 +1,96 @@
+"""Shared fixtures: an isolated data directory, and a store seeded with real tiny runs.
+
+``seeded_home`` trains a real (tiny) teacher, a distilled student, its no-teacher twin and
+the popularity baseline on a small demo shop through the same job runner the app uses, once
+per test session; each test gets its own copy of that data directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from core.models import ModelConfig
+from core.pipeline import RunSpec, load_demo_dataset, popularity_spec, student_specs
+from core.train import TrainConfig
+
+TINY_SCALE = 0.05
+TINY_TEACHER = RunSpec(
+    name="teacher",
+    role="teacher",
+    model=ModelConfig(family="sasrec", dim=32, layers=1, heads=2, max_len=20, dropout=0.1),
+    train=TrainConfig(epochs=2, batch_size=64, lr=3e-3, patience=2),
+)
+TINY_STUDENT = ModelConfig(family="sasrec", dim=8, layers=1, heads=1, max_len=20, dropout=0.1)
+
+
+def tiny_student_specs(methods=("soft",)) -> list[RunSpec]:
+    return student_specs(TINY_STUDENT, replace(TINY_TEACHER.train, epochs=2), methods)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty, isolated DISTILLERY_HOME (the SQLite store lives inside it)."""
+    root = tmp_path / "home"
+    root.mkdir()
+    monkeypatch.setenv("DISTILLERY_HOME", str(root))
+    monkeypatch.delenv("DISTILLERY_DB_URL", raising=False)
+    return root
+
+
+def _seed(root: Path) -> dict[str, int]:
+    from core.jobs import JobManager
+    from core.registry import register_dataset
+    from core.runner import submit_run, training_runner
+    from core.store import Store
+
+    store = Store()
+    data = load_demo_dataset(scale=TINY_SCALE)
+    dataset = register_dataset(store, data, source="demo shop")
+    ids: dict[str, int] = {"dataset": dataset.id}
+    with JobManager(store, training_runner, workers=1) as jobs:
+        ids["popularity"] = submit_run(jobs, dataset.id, popularity_spec())
+        ids["teacher"] = submit_run(jobs, dataset.id, TINY_TEACHER)
+        assert jobs.wait(ids["teacher"]) == "succeeded", store.get_run(ids["teacher"]).error
+        for spec in tiny_student_specs():
+            ids[spec.name] = submit_run(jobs, dataset.id, spec, teacher_run_id=ids["teacher"])
+        for run_id in ids.values():
+            if run_id != dataset.id:
+                jobs.wait(run_id)
+    for name, run_id in ids.items():
+        if name != "dataset":
+            run = store.get_run(run_id)
+            assert run.status == "succeeded", (name, run.error)
+    store.close()
+    return ids
+
+
+@pytest.fixture(scope="session")
+def seeded_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int]]:
+    root = tmp_path_factory.mktemp("seeded") / "home"
+    root.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DISTILLERY_HOME", str(root))
+        mp.delenv("DISTILLERY_DB_URL", raising=False)
+        ids = _seed(root)
+    return root, ids
+
+
+@pytest.fixture
+def seeded_home(
+    seeded_template, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, dict[str, int]]:
+    """A private copy of a data directory holding a dataset and four finished runs.
+
+    Returns (path, ids) where ids maps "dataset", "popularity", "teacher",
+    "student-no-teacher" and "student-soft" to their store ids.
+    """
+    template, ids = seeded_template
+    root = tmp_path / "home"
+    shutil.copytree(template, root)
+    monkeypatch.setenv("DISTILLERY_HOME", str(root))
+    monkeypatch.delenv("DISTILLERY_DB_URL", raising=False)
+    return root, ids

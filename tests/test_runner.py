@@ -1,0 +1,36 @@
+"""The app's job runner end to end: registered dataset -> queued runs -> stored results."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.registry import fingerprint, load_dataset, register_dataset
+from core.runner import run_model
+from core.store import Store
+
+
+def test_seeded_runs_store_metrics_checkpoints_and_overlap(seeded_home):
+    _, ids = seeded_home
+    store = Store()
+    teacher = store.get_run(ids["teacher"])
+    student = store.get_run(ids["student-soft"])
+    assert student.teacher_run_id == teacher.id and student.role == "student"
+    results = store.results(student.id)
+    assert 0.0 <= results["ndcg@10"] <= 1.0
+    assert 0.0 <= results["jaccard_vs_teacher@10"] <= 1.0
+    assert len(store.epochs(student.id)) >= 1
+    model = run_model(store, teacher)
+    assert model.num_parameters() == teacher.num_params
+    assert store.get_run(ids["popularity"]).num_params == 0
+
+
+def test_stored_dataset_round_trips_exactly(seeded_home):
+    _, ids = seeded_home
+    store = Store()
+    data = load_dataset(store, ids["dataset"])
+    again = register_dataset(store, data, source="demo shop")
+    assert again.id == ids["dataset"]  # same content -> the existing dataset, not a copy
+    assert fingerprint(data) == store.get_dataset(ids["dataset"]).content_hash
+    assert np.array_equal(
+        data.train_matrix.indices, load_dataset(store, ids["dataset"]).train_matrix.indices
+    )
