@@ -2,6 +2,7 @@
 
     python -m core stats   [--data FILE]            validate a log and print its statistics
     python -m core demo    --out DIR                write the demo shop as CSV files
+    python -m core load-demo                        register the demo shop in the run store
     python -m core run     [--data FILE] [...]      teacher, students, baselines: table + JSON
 
 Same seed and settings -> the same numbers the app shows for the same runs.
@@ -126,6 +127,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     interactions.to_csv(args.out / "interactions.csv", index=False)
     catalog.to_csv(args.out / "catalog.csv", index=False)
     print(f"wrote {len(interactions):,} interactions and {len(catalog):,} products to {args.out}")
+    return 0
+
+
+def cmd_load_demo(args: argparse.Namespace) -> int:
+    from core.registry import register_dataset
+    from core.store import Store
+
+    data = load_demo_dataset(scale=args.demo_scale)
+    with Store() as store:
+        record = register_dataset(store, data, source="demo shop")
+        print(
+            f"dataset #{record.id} {record.name!r}: {record.n_users:,} users, {record.n_items:,} items ({store.url})"
+        )
     return 0
 
 
