@@ -1,0 +1,1 @@
+"""Helper programs and fixtures used by the tests (not tests themselves)."""
