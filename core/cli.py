@@ -52,10 +52,10 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
         help="leave-one-out by time (default) or random 80/10/10",
     )
     parser.add_argument(
-        "--min-user", type=int, default=0, help="k-core: minimum interactions per user"
+        "--min-user", type=int, default=1, help="k-core: minimum interactions per user"
     )
     parser.add_argument(
-        "--min-item", type=int, default=0, help="k-core: minimum interactions per item"
+        "--min-item", type=int, default=1, help="k-core: minimum interactions per item"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for the split and every run")
 

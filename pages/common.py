@@ -83,3 +83,26 @@ def guarded(action: Callable[[], T], what: str = "") -> T | None:
 
 def fmt_int(value: Any) -> str:
     return "-" if value is None else f"{int(value):,}"
+
+
+# Demo size knobs, read here only: tests and slow machines shrink the one-click demo.
+DEMO_SCALE_ENV = "DISTILLERY_DEMO_SCALE"
+DEMO_EPOCHS_ENV = "DISTILLERY_DEMO_EPOCHS"
+
+
+def demo_scale() -> float:
+    """Scale of the demo shop (env DISTILLERY_DEMO_SCALE, default 1.0; tests use 0.05)."""
+    try:
+        value = float(os.environ.get(DEMO_SCALE_ENV, "") or 1.0)
+    except ValueError:
+        return 1.0
+    return value if value > 0 else 1.0
+
+
+def demo_epochs() -> int | None:
+    """Cap on every demo run's epochs (env DISTILLERY_DEMO_EPOCHS; unset = the presets)."""
+    try:
+        value = int(os.environ.get(DEMO_EPOCHS_ENV, "") or 0)
+    except ValueError:
+        return None
+    return value if value > 0 else None
