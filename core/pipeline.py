@@ -217,17 +217,17 @@ def run_experiment(
     outcomes: list[RunOutcome] = []
     pop = train_and_evaluate(data, popularity_spec(teacher.train.seed))
     log(f"popularity        ndcg@10={pop.test.metrics['ndcg@10']:.4f}")
-    teach = train_and_evaluate(
-        data,
-        teacher,
-        progress=lambda r: log(
-            f"  teacher epoch {r.epoch:>2} val ndcg@10={r.val['ndcg@10']:.4f} ({r.seconds:.1f}s)"
-        ),
-    )
+
+    def epoch_logger(name: str) -> Callable[[EpochReport], None]:
+        return lambda r: log(
+            f"  {name} epoch {r.epoch:>2} val ndcg@10={r.val['ndcg@10']:.4f} ({r.seconds:.1f}s)"
+        )
+
+    teach = train_and_evaluate(data, teacher, progress=epoch_logger("teacher"))
     log(f"teacher           ndcg@10={teach.test.metrics['ndcg@10']:.4f} params={teach.params:,}")
     outcomes += [pop, teach]
     for spec in students:
-        out = train_and_evaluate(data, spec, teacher=teach.model)
+        out = train_and_evaluate(data, spec, teacher=teach.model, progress=epoch_logger(spec.name))
         log(
             f"{spec.name:<17} ndcg@10={out.test.metrics['ndcg@10']:.4f} params={out.params:,} "
             f"epochs={out.training.epochs_run} ({out.train_seconds:.0f}s)"

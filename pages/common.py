@@ -12,8 +12,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from core.errors import DistilleryError
+from core.forms import dataset_label
 from core.jobs import JobManager
 from core.runner import training_runner
 from core.store import DatasetRecord, Store
@@ -106,3 +109,40 @@ def demo_epochs() -> int | None:
     except ValueError:
         return None
     return value if value > 0 else None
+
+
+def dataset_picker(key: str, label: str = "Dataset") -> DatasetRecord | None:
+    """A selectbox of the registered datasets, bound to the active dataset (None if none)."""
+    current = active_dataset()
+    if current is None:
+        return None
+    by_id = {d.id: d for d in get_store().list_datasets()}
+    # Follow the active dataset when another page (or a save) changed it.
+    if st.session_state.get(key) != current.id:
+        st.session_state[key] = current.id
+    st.selectbox(
+        label,
+        list(by_id),
+        format_func=lambda i: dataset_label(by_id[i]),
+        key=key,
+        on_change=lambda: set_active_dataset(st.session_state[key]),
+    )
+    return by_id.get(st.session_state[key], current)
+
+
+def leave_pages_directory_mode() -> None:
+    """Make sure app.py's st.navigation is in charge, even on a cold server's first request.
+
+    Streamlit treats a pages/ folder next to app.py as its legacy multipage layout until
+    st.navigation has been called once in the process. If the very first request of a fresh
+    server asks for a page URL (say /train), Streamlit runs pages/train.py on its own: no
+    app.py, no sidebar, every file of pages/ (common.py too) listed as a page, and it stays
+    that way because st.navigation is never reached. Every page imports this module, so
+    leaving that mode here and rerunning routes that request through app.py.
+    """
+    if PagesManager.uses_pages_directory and get_script_run_ctx() is not None:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+leave_pages_directory_mode()

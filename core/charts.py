@@ -1,0 +1,199 @@
+"""Altair charts for the Data and Train pages, built from small tidy frames.
+
+Each chart has two halves: a ``*_frame`` function that turns a dataset or a run's epoch
+records into a tidy DataFrame (tested by hand), and a ``*_chart`` function that maps that
+frame onto an Altair chart (tested through ``chart.to_dict()``). Frames are reduced before
+they reach the chart because Altair embeds every row in the page: a 100k-item catalog must
+not become 100k points in the browser. Charts for the Compare page live in core/compare.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from core.dataset import InteractionData
+from core.store import EpochRecord
+
+# Enough points to draw a smooth long-tail curve at any catalog size.
+MAX_TAIL_POINTS = 1500
+# Per-day bars become unreadable past about four months; switch to weeks then.
+DAILY_MAX_DAYS = 120
+LOSS_PANEL = "loss"
+VAL_PANEL = "validation NDCG@10"
+
+
+# --------------------------------------------------------------------------- data stats
+def popularity_frame(
+    counts: np.ndarray | Sequence[int], max_points: int = MAX_TAIL_POINTS
+) -> pd.DataFrame:
+    """Items ranked by interaction count: columns ``rank`` (1 = most popular), ``interactions``.
+
+    Items without interactions are left out (they cannot be drawn on a log scale). Above
+    ``max_points`` items only log-spaced ranks are kept, always including the first and the
+    last, so the head and the tail of the curve keep their shape.
+    """
+    values = np.sort(np.asarray(counts, dtype=np.int64))[::-1]
+    values = values[values > 0]
+    n = len(values)
+    if n > max_points:
+        ranks = np.unique(np.geomspace(1, n, max_points).round().astype(np.int64))
+    else:
+        ranks = np.arange(1, n + 1, dtype=np.int64)
+    return pd.DataFrame({"rank": ranks, "interactions": values[ranks - 1]})
+
+
+def popularity_chart(frame: pd.DataFrame) -> alt.Chart:
+    """The long tail: interactions per item (log scale) against popularity rank."""
+    return (
+        alt.Chart(frame, title="Item popularity (long tail)")
+        .mark_line(interpolate="step-after")
+        .encode(
+            x=alt.X("rank:Q", title="items ranked by popularity"),
+            y=alt.Y("interactions:Q", title="interactions", scale=alt.Scale(type="log")),
+            tooltip=[alt.Tooltip("rank:Q"), alt.Tooltip("interactions:Q", format=",")],
+        )
+    )
+
+
+def timeline_frame(
+    data: InteractionData, freq: Literal["auto", "day", "week"] = "auto"
+) -> pd.DataFrame:
+    """Interactions per day or week: columns ``period`` (start, datetime) and ``interactions``.
+
+    Empty when the log has no timestamps (its "time" is the file order). Periods without
+    interactions appear with 0 so gaps in the log are visible.
+    """
+    columns = ["period", "interactions"]
+    if not data.has_timestamps or data.n_interactions == 0:
+        return pd.DataFrame(columns=columns)
+    stamps = pd.to_datetime(pd.Series(data.timestamps), unit="s")
+    if freq == "auto":
+        span_days = (stamps.max() - stamps.min()).total_seconds() / 86400
+        freq = "day" if span_days <= DAILY_MAX_DAYS else "week"
+    # Weeks start on Monday, as in most shop reports.
+    rule = "D" if freq == "day" else "W-MON"
+    periods = stamps.dt.floor("D") if freq == "day" else stamps.dt.to_period("W-SUN").dt.start_time
+    counts = periods.value_counts().sort_index()
+    full = pd.date_range(counts.index.min(), counts.index.max(), freq=rule)
+    counts = counts.reindex(full, fill_value=0)
+    return pd.DataFrame({"period": counts.index, "interactions": counts.to_numpy(np.int64)})
+
+
+def timeline_chart(frame: pd.DataFrame) -> alt.Chart:
+    return (
+        alt.Chart(frame, title="Interactions over time")
+        .mark_bar()
+        .encode(
+            x=alt.X("period:T", title=None),
+            y=alt.Y("interactions:Q", title="interactions"),
+            tooltip=[alt.Tooltip("period:T"), alt.Tooltip("interactions:Q", format=",")],
+        )
+    )
+
+
+def activity_frame(counts: np.ndarray | Sequence[int], bins: int = 30) -> pd.DataFrame:
+    """Histogram of interactions per user with integer bins ``[low, high)``.
+
+    Columns: ``low``, ``high`` (bin edges) and ``users`` (how many users fall in the bin).
+    The bin width is the smallest integer giving at most ``bins`` bins.
+    """
+    values = np.asarray(counts, dtype=np.int64)
+    if len(values) == 0:
+        return pd.DataFrame(columns=["low", "high", "users"])
+    lo, hi = int(values.min()), int(values.max())
+    width = max(1, -(-(hi - lo + 1) // bins))
+    edges = np.arange(lo, hi + width + 1, width, dtype=np.int64)
+    hist = np.bincount((values - lo) // width, minlength=len(edges) - 1)[: len(edges) - 1]
+    return pd.DataFrame({"low": edges[:-1], "high": edges[1:], "users": hist.astype(np.int64)})
+
+
+def activity_chart(frame: pd.DataFrame) -> alt.Chart:
+    return (
+        alt.Chart(frame, title="User activity")
+        .mark_bar()
+        .encode(
+            x=alt.X("low:Q", bin="binned", title="interactions per user"),
+            x2="high:Q",
+            y=alt.Y("users:Q", title="users"),
+            tooltip=[alt.Tooltip("low:Q", title="from"), alt.Tooltip("high:Q", title="below"),
+                     alt.Tooltip("users:Q")],
+        )
+    )  # fmt: skip
+
+
+def item_counts(data: InteractionData) -> np.ndarray:
+    """[n_items] interactions per item over the whole log (every split)."""
+    return np.bincount(data.items, minlength=data.n_items)
+
+
+def user_counts(data: InteractionData) -> np.ndarray:
+    """[n_users] interactions per user over the whole log (every split)."""
+    return np.bincount(data.users, minlength=data.n_users)
+
+
+# --------------------------------------------------------------------------- training
+def training_frame(epochs: Sequence[EpochRecord]) -> pd.DataFrame:
+    """Per-epoch curves of one run, tidy: ``epoch``, ``panel``, ``series``, ``value``.
+
+    The loss panel holds the total loss and each logged term (task, soft, hard, ...); the
+    validation panel holds NDCG@10. Missing values (a NaN loss stored as null) are dropped.
+    """
+    rows: list[tuple[int, str, str, float]] = []
+    for record in epochs:
+        if record.loss is not None:
+            rows.append((record.epoch, LOSS_PANEL, "total", float(record.loss)))
+        for term, value in sorted(record.terms.items()):
+            if isinstance(value, int | float) and np.isfinite(value):
+                rows.append((record.epoch, LOSS_PANEL, str(term), float(value)))
+        if record.val_ndcg is not None:
+            rows.append((record.epoch, VAL_PANEL, "NDCG@10", float(record.val_ndcg)))
+    return pd.DataFrame(rows, columns=["epoch", "panel", "series", "value"])
+
+
+def training_chart(frame: pd.DataFrame) -> alt.HConcatChart:
+    """Loss terms and validation NDCG@10 per epoch, side by side."""
+
+    def panel(name: str, title: str) -> alt.Chart:
+        return (
+            alt.Chart(frame[frame["panel"] == name], title=title, width=260, height=160)
+            .mark_line(point=True)
+            .encode(
+                x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1, format="d")),
+                y=alt.Y(
+                    "value:Q", title=None, scale=alt.Scale(zero=False), axis=alt.Axis(format=".3~g")
+                ),
+                color=alt.Color("series:N", title=None),
+                tooltip=["epoch:Q", "series:N", alt.Tooltip("value:Q", format=".4f")],
+            )
+        )
+
+    # Each panel keeps its own colours and legend: loss terms and NDCG are different things.
+    return alt.hconcat(
+        panel(LOSS_PANEL, "Loss"), panel(VAL_PANEL, "Validation NDCG@10")
+    ).resolve_scale(color="independent")
+
+
+# --------------------------------------------------------------------------- stats
+def dataset_metrics(data: InteractionData) -> list[tuple[str, str]]:
+    """The Data page's headline numbers as (label, formatted value) pairs."""
+    stats = data.stats()
+    per_day = stats["interactions_per_day"]
+    return [
+        ("Users", f"{stats['users']:,}"),
+        ("Items", f"{stats['items']:,}"),
+        ("Interactions", f"{stats['interactions']:,}"),
+        ("Density", f"{stats['density']:.3%}"),
+        ("Gini (item popularity)", f"{stats['gini_item_popularity']:.2f}"),
+        ("Span", _span(stats["span_days"]) if data.has_timestamps else "-"),
+        ("Interactions/day", f"{per_day:,.1f}" if np.isfinite(per_day) else "-"),
+        ("Train / valid / test", f"{stats['train']:,} / {stats['valid']:,} / {stats['test']:,}"),
+    ]
+
+
+def _span(days: float) -> str:
+    return f"{days * 24:.1f} hours" if days < 2 else f"{days:,.0f} days"

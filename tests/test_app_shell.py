@@ -1,0 +1,142 @@
+"""AppTests of app.py (navigation, sidebar) and the Home page's one-click demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+from core import forms
+from core.store import Store
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PAGES = (
+    "pages/home.py",
+    "pages/data.py",
+    "pages/train.py",
+    "pages/runs.py",
+    "pages/compare.py",
+    "pages/handoff.py",
+)
+
+
+@pytest.fixture(autouse=True)
+def fresh_app(monkeypatch: pytest.MonkeyPatch):
+    """Per-test caches, and app.py run on every AppTest run as on a real server.
+
+    AppTest resets ``PagesManager.uses_pages_directory`` before each run, so with a pages/
+    folder next to app.py every rerun after the first runs the page file alone (Streamlit's
+    old pages/ mode) and skips app.py and its sidebar. A real server leaves that mode for
+    good as soon as app.py calls st.navigation; this keeps it off in tests too.
+    """
+    init = PagesManager.__init__
+
+    def v2_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", v2_init)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield
+    st.cache_resource.clear()
+
+
+def app(page: str | None = None, timeout: float = 30) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    if page:
+        at.switch_page(page)
+    return at.run()
+
+
+def sidebar_text(at: AppTest) -> list[str]:
+    return [e.value for e in at.sidebar.caption] + [e.value for e in at.sidebar.text]
+
+
+def test_home_renders_on_an_empty_store(home):
+    at = app()
+    assert not at.exception
+    assert at.title[0].value == "Distillery"
+    assert len(at.button) == 1 and at.button[0].label == "Try the demo shop"
+    assert at.toggle(key="home_demo_quick").value is False
+    assert "No dataset yet" in sidebar_text(at)[0]
+    assert "Runs: 0 running · 0 queued" in sidebar_text(at)
+    # reruns keep the sidebar (app.py runs every time)
+    at.run()
+    assert "Runs: 0 running · 0 queued" in sidebar_text(at)
+
+
+def test_sidebar_shows_the_active_dataset(seeded_home):
+    root, ids = seeded_home
+    record = Store().get_dataset(ids["dataset"])
+    at = app()
+    assert not at.exception
+    texts = sidebar_text(at)
+    assert record.name in texts
+    assert f"{record.n_users:,} users · {record.n_items:,} items" in texts
+    assert "Runs: 0 running · 0 queued" in texts
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_listed_page_routes_and_renders_with_a_seeded_store(seeded_home, page):
+    at = app(page)
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert at.title or at.header, f"{page} rendered nothing"
+    assert any(t.startswith("Runs:") for t in sidebar_text(at))
+
+
+def test_home_demo_runs_to_the_end_with_a_synchronous_runner(home, monkeypatch):
+    monkeypatch.setenv("DISTILLERY_SYNC_JOBS", "1")
+    monkeypatch.setenv("DISTILLERY_DEMO_SCALE", "0.05")
+    monkeypatch.setenv("DISTILLERY_DEMO_EPOCHS", "1")
+    at = app(timeout=180)
+    at.button(key="home_demo_start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+
+    store = Store()
+    (dataset,) = store.list_datasets()
+    assert dataset.name == "Demo shop x0.05"
+    runs = {r.role: r for r in store.list_runs()}
+    assert set(runs) == {"popularity", "teacher", "student", "baseline"}
+    assert all(r.status == "succeeded" for r in runs.values()), [r.error for r in runs.values()]
+    teacher = runs["teacher"]
+    assert runs["student"].teacher_run_id == teacher.id
+    assert runs["baseline"].teacher_run_id == teacher.id
+    assert runs["student"].config["distill"]["method"] == "soft"
+    # DISTILLERY_DEMO_EPOCHS caps the presets
+    assert all(r.config["train"]["epochs"] == 1 for r in runs.values())
+    assert runs["teacher"].config["model"] == forms.demo_plan().teacher.to_dict()["model"]
+
+    assert "The demo is ready" in at.success[0].value
+    assert len(at.progress) == 4 and all(p.value == 100 for p in at.progress)
+    links = [link.proto.label for link in at.get("page_link")]
+    assert "Open Compare" in links
+    assert at.button(key="home_demo_start").disabled is False
+    assert dataset.name in sidebar_text(at)
+
+
+def test_demo_stage_transitions():
+    assert forms.demo_stage(None, False, []) == "idle"
+    assert forms.demo_stage("queued", False, ["queued"]) == "teacher"
+    assert forms.demo_stage("running", False, ["running"]) == "teacher"
+    assert forms.demo_stage("failed", False, ["failed"]) == "failed"
+    assert forms.demo_stage("succeeded", False, ["succeeded"]) == "queue_students"
+    assert forms.demo_stage("succeeded", True, ["succeeded", "running"]) == "students"
+    assert forms.demo_stage("succeeded", True, ["succeeded", "succeeded"]) == "done"
+    assert forms.demo_stage("succeeded", True, ["succeeded", "cancelled"]) == "failed"
+    assert forms.demo_stage("deleted", True, ["deleted"]) == "failed"
+
+
+def test_demo_plan_uses_the_presets_and_caps_epochs():
+    full = forms.demo_plan()
+    assert full.teacher.role == "teacher" and full.popularity.role == "popularity"
+    assert [s.role for s in full.students] == ["student", "baseline"]
+    assert full.students[0].distill.method == "soft"
+    assert full.students[0].model == full.students[1].model
+    quick = forms.demo_plan(forms.QUICK_DEMO_EPOCHS)
+    assert quick.teacher.train.epochs == min(full.teacher.train.epochs, forms.QUICK_DEMO_EPOCHS)
+    assert quick.teacher.model == full.teacher.model
