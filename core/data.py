@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 import time
+import unicodedata
 import warnings
 import zlib
 from collections.abc import Callable, Mapping
@@ -109,6 +110,12 @@ _SNIFF_LINES = 50
 _RECBOLE_SUFFIX = re.compile(r":(token|token_seq|float|float_seq)$")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _UTF8_BOM = b"\xef\xbb\xbf"
+_GZIP_MAGIC = b"\x1f\x8b"
+# Messages quote file names, values and column lists; these caps keep a hostile file (a
+# million-character cell, ten thousand columns) from turning one sentence into megabytes.
+_MAX_NAME_CHARS = 80
+_MAX_VALUE_CHARS = 60
+_MAX_LISTED_COLUMNS = 12
 
 
 # --------------------------------------------------------------------------- options
@@ -182,15 +189,50 @@ def file_sha256(data: bytes | bytearray | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def display_name(name: str | None, fallback: str = "upload") -> str:
+    """An uploaded file's name made safe to show in messages and to keep as a dataset name.
+
+    Upload names come from the client and may be anything (``../../x.csv``, ``C:\\x.csv``,
+    a NUL byte, a right-to-left override, thousands of characters). Only the last path
+    component is kept, control and invisible formatting characters are dropped and the
+    result is shortened, keeping the extension. The name is never used as a path.
+    """
+    base = re.split(r"[\\/]", str(name or ""))[-1]
+    cleaned = "".join(ch for ch in base if unicodedata.category(ch)[0] != "C").strip()
+    if len(cleaned) > _MAX_NAME_CHARS:
+        cleaned = f"{cleaned[: _MAX_NAME_CHARS - 21]}…{cleaned[-20:]}"
+    return cleaned or fallback
+
+
+def _clip(value: object, limit: int = _MAX_VALUE_CHARS) -> str:
+    """repr() of a value quoted in a message, cut to ``limit`` characters."""
+    text = str(value)
+    return repr(text if len(text) <= limit else f"{text[:limit]}…")
+
+
+def _column_list(columns: list[str]) -> str:
+    """The columns found, for a message: the first few, each clipped, and a count of the rest."""
+    shown = ", ".join(_clip(c, 40) for c in columns[:_MAX_LISTED_COLUMNS])
+    rest = len(columns) - _MAX_LISTED_COLUMNS
+    return f"{shown} and {rest:,} more" if rest > 0 else shown
+
+
+def _reason(exc: BaseException, limit: int = 120) -> str:
+    """The first sentence of a library's error message, for the parenthesis of ours."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.split(r"(?<=[a-z0-9)])\. (?=[A-Z])", text)[0].rstrip(".")
+    return text if len(text) <= limit else f"{text[:limit]}…"
+
+
 def _source_bytes(source: Source, name: str | None, max_bytes: int) -> tuple[bytes, str]:
     """Raw bytes and a display name, refusing oversized input before reading it."""
     if isinstance(source, bytes | bytearray | memoryview):
-        display = name or "upload"
+        display = display_name(name)
         size = len(source)
         _check_size(size, display, max_bytes)
         return bytes(source), display
     path = Path(source)
-    display = name or path.name
+    display = display_name(name or path.name)
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -216,21 +258,44 @@ def _check_size(size: int, display: str, max_bytes: int) -> None:
 
 def _gunzip(data: bytes, display: str, max_bytes: int) -> bytes:
     limit = max_bytes * MAX_DECOMPRESSION_FACTOR
-    # wbits=47 accepts gzip or zlib headers; max_length caps what a hostile file can expand to.
-    decomp = zlib.decompressobj(wbits=47)
-    try:
-        out = decomp.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise DataError(
-            f"'{display}' starts like a gzip file but cannot be decompressed ({exc}); "
-            "upload the file again or upload it uncompressed."
-        ) from exc
-    if len(out) > limit:
-        raise DataError(
-            f"'{display}' expands to more than {_human_size(limit)} when decompressed; "
-            "upload a smaller sample of the file."
-        )
-    return out
+    parts: list[bytes] = []
+    size = 0
+    rest = data
+    # A gzip file may hold several members back to back (``cat a.gz b.gz``); gzip reads
+    # them all, and so must we, or the rows of every member but the first would be lost.
+    while rest:
+        # wbits=47 accepts gzip or zlib headers; max_length caps what a hostile file can
+        # expand to, summed over all members.
+        decomp = zlib.decompressobj(wbits=47)
+        try:
+            out = decomp.decompress(rest, limit + 1 - size)
+        except zlib.error as exc:
+            raise DataError(
+                f"'{display}' starts like a gzip file but cannot be decompressed "
+                f"({_reason(exc)}); upload the file again or upload it uncompressed."
+            ) from exc
+        size += len(out)
+        parts.append(out)
+        if size > limit:
+            raise DataError(
+                f"'{display}' expands to more than {_human_size(limit)} when decompressed; "
+                "upload a smaller sample of the file."
+            )
+        if not decomp.eof:
+            # All input consumed but the stream never ended: the upload was cut short.
+            raise DataError(
+                f"'{display}' is an incomplete gzip file (its compressed data stops before "
+                "the end); upload the complete file again or upload it uncompressed."
+            )
+        rest = decomp.unused_data
+        if not rest.strip(b"\x00"):  # gzip ignores zero padding after the last member
+            break
+        if not rest.startswith(_GZIP_MAGIC):
+            raise DataError(
+                f"'{display}' has data that is not gzip after its compressed content; "
+                "upload the file again or upload it uncompressed."
+            )
+    return b"".join(parts)
 
 
 def read_table(
@@ -249,9 +314,9 @@ def read_table(
 
 
 def _read_bytes(data: bytes, display: str, max_bytes: int) -> pd.DataFrame:
-    if data[:2] == b"\x1f\x8b":
+    if data[:2] == _GZIP_MAGIC:
         data = _gunzip(data, display, max_bytes)
-        if data[:2] == b"\x1f\x8b":
+        if data[:2] == _GZIP_MAGIC:
             raise DataError(f"'{display}' is compressed twice; decompress it once and upload it.")
     if data[:4] == b"PAR1":
         return _read_parquet(data, display)
@@ -266,17 +331,25 @@ def _read_bytes(data: bytes, display: str, max_bytes: int) -> pd.DataFrame:
 
 def _read_parquet(data: bytes, display: str) -> pd.DataFrame:
     try:
-        frame = pq.read_table(pa.BufferReader(data)).to_pandas()
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+        # Checked before reading: duplicate names get their own sentence, not an Arrow dump.
+        names = _clean_header([str(c) for c in parquet.schema_arrow.names], display)
+        table, unusable = _plain_columns(parquet.read(), names)
+        frame = table.to_pandas()
     except (pa.ArrowException, OSError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
         raise DataError(
-            f"'{display}' looks like Parquet but cannot be read ({exc}); export it again."
+            f"'{display}' looks like Parquet but cannot be read ({_reason(exc)}); export it again."
         ) from exc
-    frame.columns = _clean_header([str(c) for c in frame.columns], display)
+    frame.columns = names
     frame = frame.reset_index(drop=True)
-    frame.attrs.update(source_name=display, format="parquet", header_rows=None)
+    frame.attrs.update(
+        source_name=display, format="parquet", header_rows=None, unusable_columns=unusable
+    )
     if frame.shape[1] < 2:
         raise DataError(
-            f"'{display}' has only one column ({', '.join(map(repr, frame.columns))}); "
+            f"'{display}' has only one column ({_column_list(list(frame.columns))}); "
             "an interaction log needs at least a user and an item column."
         )
     if len(frame) == 0:
@@ -284,11 +357,35 @@ def _read_parquet(data: bytes, display: str) -> pd.DataFrame:
     return frame
 
 
+def _plain_columns(table: pa.Table, names: list[str]) -> tuple[pa.Table, dict[str, str]]:
+    """Binary columns decoded as UTF-8 text where they are text; what the rest hold.
+
+    Returns the table and ``{column: what it holds}`` for columns that cannot serve as ids,
+    ratings or timestamps: nested values (lists, structs, maps) and binary data that is not
+    UTF-8. Mapping a role to one of them is refused by `validate_mapping`.
+    """
+    unusable: dict[str, str] = {}
+    for i, field in enumerate(table.schema):
+        kind = field.type
+        if pa.types.is_nested(kind):
+            unusable[names[i]] = "nested values (lists or structs)"
+        elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+            # Some writers (older Spark, Hive) store text as plain binary.
+            try:
+                table = table.set_column(i, field.name, pc.cast(table.column(i), pa.large_string()))
+            except pa.ArrowException:
+                unusable[names[i]] = "binary data that is not UTF-8 text"
+        elif pa.types.is_fixed_size_binary(kind):
+            unusable[names[i]] = "fixed-size binary data"
+    return table, unusable
+
+
 def _reject_binary(data: bytes, display: str) -> None:
     head = data[:8]
     hints = {
         b"PK\x03\x04": "a ZIP archive (or an Excel .xlsx workbook); unzip it or save the sheet as CSV",
         b"\xd0\xcf\x11\xe0": "an Excel .xls workbook; save the sheet as CSV",
+        b"%PDF": "a PDF document; export the table inside it as CSV",
         b"\xff\xfe": "UTF-16 text; save it as UTF-8 CSV",
         b"\xfe\xff": "UTF-16 text; save it as UTF-8 CSV",
         b"BZh": "bzip2-compressed; decompress it or recompress it with gzip",
@@ -297,6 +394,12 @@ def _reject_binary(data: bytes, display: str) -> None:
     for magic, what in hints.items():
         if head.startswith(magic):
             raise DataError(f"'{display}' is {what} before uploading.")
+    # UTF-16 without a byte-order mark: mostly-ASCII text has a NUL in every other byte
+    # (and almost none in the bytes between).
+    sample = data[:4096]
+    nuls = sorted(half.count(0) / max(1, len(half)) for half in (sample[0::2], sample[1::2]))
+    if len(sample) >= 8 and nuls[0] < 0.1 and nuls[1] > 0.9:
+        raise DataError(f"'{display}' is UTF-16 text; save it as UTF-8 CSV before uploading.")
     if b"\x00" in data[:8192]:
         raise DataError(
             f"'{display}' is a binary file, not a text table; upload a CSV, TSV, gzip or Parquet file."
@@ -363,7 +466,7 @@ def _clean_header(names: list[str], display: str) -> list[str]:
     for col in cleaned:
         if col in seen:
             raise DataError(
-                f"'{display}' has two columns named '{col}'; rename one of them so every "
+                f"'{display}' has two columns named {_clip(col, 40)}; rename one of them so every "
                 "column name is unique."
             )
         seen.add(col)
@@ -403,7 +506,7 @@ def _read_text(data: bytes, display: str) -> pd.DataFrame:
     delimiter = _sniff_delimiter(lines, display)
     if delimiter is None:
         raise DataError(
-            f"'{display}' has only one column (first line: {lines[0][:80]!r}); separate the "
+            f"'{display}' has only one column (first line: {_clip(lines[0], 80)}); separate the "
             "columns with a comma, semicolon, tab, pipe or space and use the same one on every row."
         )
     if delimiter == " ":
@@ -419,7 +522,7 @@ def _read_text(data: bytes, display: str) -> pd.DataFrame:
     )
     if len(frame) == 0:
         raise DataError(
-            f"'{display}' has a header row ({', '.join(names)}) but no data rows; "
+            f"'{display}' has a header row ({_column_list(names)}) but no data rows; "
             "upload the file with its data."
         )
     return frame
@@ -474,15 +577,20 @@ def _explain_parse_error(
         pa_csv.read_csv(pa.BufferReader(data), **options(first_bad))
     if bad:
         row = bad[0]
-        where = f"row {row.number}" if row.number is not None else f"row {row.text[:60]!r}"
+        where = f"row {row.number}" if row.number is not None else f"row {_clip(row.text)}"
         raise DataError(
             f"'{display}' has {row.actual_columns} field(s) in {where} (counting the first line "
             f"of the file as row 1) but {row.expected_columns} column(s) in the first row "
             f"({_DELIMITER_NAMES[delimiter]}-separated); use one delimiter throughout and quote "
             "values that contain it."
         ) from exc
+    if "straddl" in message:  # one row longer than pyarrow's read block
+        raise DataError(
+            f"'{display}' has a row of several megabytes (a huge value or a quote that is never "
+            "closed); close the quote or shorten the value."
+        ) from exc
     raise DataError(
-        f"'{display}' cannot be read as a table ({message}); check its format."
+        f"'{display}' cannot be read as a table ({_reason(exc)}); check its format."
     ) from exc
 
 
@@ -507,7 +615,7 @@ def detect_columns(frame: pd.DataFrame, name: str | None = None) -> ColumnMappin
 
     Raises DataError listing the columns found when no user or no item column is recognised.
     """
-    display = name or frame.attrs.get("source_name", "upload")
+    display = display_name(name) if name else frame.attrs.get("source_name", "upload")
     columns = [str(c) for c in frame.columns]
     taken: set[str] = set()
     found: dict[str, str | None] = {}
@@ -526,7 +634,7 @@ def detect_columns(frame: pd.DataFrame, name: str | None = None) -> ColumnMappin
     if missing:
         raise DataError(
             f"Cannot tell which column of '{display}' holds the {' and the '.join(missing)} ids "
-            f"(columns found: {', '.join(map(repr, columns))}); rename the column(s) "
+            f"(columns found: {_column_list(columns)}); rename the column(s) "
             "(e.g. user_id, item_id) or map them by hand."
         )
     return ColumnMapping(
@@ -539,14 +647,22 @@ def detect_columns(frame: pd.DataFrame, name: str | None = None) -> ColumnMappin
 
 
 def validate_mapping(frame: pd.DataFrame, mapping: ColumnMapping, name: str | None = None) -> None:
-    """Raise DataError if the mapping names a column the frame lacks or reuses one column."""
-    display = name or frame.attrs.get("source_name", "upload")
+    """Raise DataError if the mapping names a column the frame lacks or cannot use, or
+    reuses one column for two roles."""
+    display = display_name(name) if name else frame.attrs.get("source_name", "upload")
     columns = [str(c) for c in frame.columns]
+    unusable = frame.attrs.get("unusable_columns") or {}
     for role, col in mapping.columns().items():
         if col not in columns:
             raise DataError(
-                f"The {role} column '{col}' is not in '{display}' (columns found: "
-                f"{', '.join(map(repr, columns))}); pick one of those columns."
+                f"The {role} column {_clip(col, 40)} is not in '{display}' (columns found: "
+                f"{_column_list(columns)}); pick one of those columns."
+            )
+        if col in unusable:
+            raise DataError(
+                f"The {role} column '{col}' of '{display}' holds {unusable[col]}, not plain "
+                "values; map a column of plain ids, numbers or dates, or flatten it and export "
+                "the file again."
             )
     used = list(mapping.columns().values())
     for col in used:
@@ -587,7 +703,15 @@ def _id_strings(series: pd.Series, role: str, col: str, rows: _Rows) -> pd.Serie
     null = np.array(series.isna(), dtype=bool)
     if pd.api.types.is_float_dtype(series.dtype):
         values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-        if np.all(np.isnan(values) | (values == np.round(values))):
+        infinite = np.isinf(values)
+        if infinite.any():
+            pos = _first(infinite)
+            raise DataError(
+                f"'{rows.display}' has the infinite {role} id {values[pos]} in column '{col}' in "
+                f"{rows.label(pos)}{rows.more(infinite)}; fix or delete those rows."
+            )
+        # Only integers a float holds exactly (below 2**53) are written without ".0".
+        if np.all(np.isnan(values) | ((values == np.round(values)) & (np.abs(values) < 2**53))):
             # Parquet/pandas store integer ids with gaps as float; "12.0" would not match "12".
             series = series.astype("Int64")
     if not pd.api.types.is_string_dtype(series.dtype) or series.dtype == object:
@@ -606,6 +730,21 @@ def _id_strings(series: pd.Series, role: str, col: str, rows: _Rows) -> pd.Serie
         raise DataError(
             f"'{rows.display}' has an empty {role} id in column '{col}' in {rows.label(pos)}"
             f"{rows.more(null)}; fill in or delete those rows."
+        )
+    if arr is not None:
+        newline = pc.or_(pc.match_substring(arr, "\n"), pc.match_substring(arr, "\r"))
+        multiline = np.asarray(pc.fill_null(newline, False), dtype=bool)
+    else:
+        multiline = series.str.contains(r"[\r\n]").fillna(False).to_numpy(dtype=bool)
+    if multiline.any():
+        # An id never spans lines; this is a quote left open, which silently merges every
+        # following row into one value when the file has no more delimiters to miscount.
+        pos = _first(multiline)
+        raise DataError(
+            f"'{rows.display}' has {'an' if role == 'item' else 'a'} {role} id that runs over "
+            f"several lines in column '{col}' "
+            f"in {rows.label(pos)}{rows.more(multiline)}, usually a quote that is never "
+            "closed; close or remove that quote."
         )
     return series
 
@@ -660,7 +799,7 @@ def _ratings(series: pd.Series, col: str, rows: _Rows) -> np.ndarray:
     if bad.any():
         pos = _first(bad)
         raw = series.iloc[pos]
-        what = "an empty rating" if pd.isna(raw) else f"the non-numeric rating {str(raw)!r}"
+        what = "an empty rating" if pd.isna(raw) else f"the non-numeric rating {_clip(raw)}"
         raise DataError(
             f"'{rows.display}' has {what} in column '{col}' in {rows.label(pos)}{rows.more(bad)}; "
             "make every rating a number or map a different rating column."
@@ -751,7 +890,7 @@ def _timestamps(series: pd.Series, col: str, rows: _Rows, now: float) -> tuple[n
     if bad.any():
         pos = _first(bad)
         raw = series.iloc[pos]
-        what = "an empty timestamp" if pd.isna(raw) else f"the unparseable timestamp {str(raw)!r}"
+        what = "an empty timestamp" if pd.isna(raw) else f"the unparseable timestamp {_clip(raw)}"
         raise DataError(
             f"'{rows.display}' has {what} in column '{col}' in {rows.label(pos)}{rows.more(bad)}; "
             "use unix seconds, unix milliseconds or dates like 2024-01-31 14:05:00 throughout."
@@ -764,7 +903,7 @@ def _timestamps(series: pd.Series, col: str, rows: _Rows, now: float) -> tuple[n
         # Years 1698-2242 print as a date; beyond that the number itself says enough.
         when = f" ({pd.Timestamp(value, unit='s'):%Y-%m-%d})" if abs(value) < 2**33 else ""
         raise DataError(
-            f"'{rows.display}' has the timestamp {str(series.iloc[pos])!r}{when} in "
+            f"'{rows.display}' has the timestamp {_clip(series.iloc[pos])}{when} in "
             f"column '{col}' in {rows.label(pos)}{rows.more(absurd)}, which is before 1990 or "
             "more than a day in the future; check the column and its unit or remove those rows."
         )
@@ -795,9 +934,9 @@ def _event_weights(
         pos = _first(bad)
         value = str(series.iloc[pos])
         raise DataError(
-            f"'{rows.display}' has the event type {value!r} in column '{col}' in "
+            f"'{rows.display}' has the event type {_clip(value)} in column '{col}' in "
             f"{rows.label(pos)}, which has no weight (known: {', '.join(sorted(weights))}); "
-            f"give it a weight (e.g. event_weights={{{_event_key(value)!r}: 1.0}}) or remove "
+            f"give it a weight (e.g. event_weights={{{_clip(_event_key(value))}: 1.0}}) or remove "
             "those rows."
         )
     per_code = np.array([weights[k] for k in keys], dtype=np.float64)
@@ -830,14 +969,14 @@ def read_catalog(
         if col is not None and col not in columns:
             raise DataError(
                 f"The catalog {role} column '{col}' is not in '{display}' (columns found: "
-                f"{', '.join(map(repr, columns))}); pick one of those columns."
+                f"{_column_list(columns)}); pick one of those columns."
             )
     taken: set[str] = set()
     item = item or _find(columns, CATALOG_ITEM_COLUMNS, taken)
     if item is None:
         raise DataError(
             f"Cannot tell which column of the catalog '{display}' holds the item ids (columns "
-            f"found: {', '.join(map(repr, columns))}); rename it to item_id or map it by hand."
+            f"found: {_column_list(columns)}); rename it to item_id or map it by hand."
         )
     taken.add(item)
     title = title or _find(columns, TITLE_COLUMNS, taken)
@@ -848,8 +987,15 @@ def read_catalog(
     if title is None and category is None and price is None:
         raise DataError(
             f"The catalog '{display}' has no title, category or price column (columns found: "
-            f"{', '.join(map(repr, columns))}); add one (e.g. title) or map it by hand."
+            f"{_column_list(columns)}); add one (e.g. title) or map it by hand."
         )
+    unusable = frame.attrs.get("unusable_columns") or {}
+    for role, col in (("item", item), ("title", title), ("category", category), ("price", price)):
+        if col in unusable:
+            raise DataError(
+                f"The catalog {role} column '{col}' of '{display}' holds {unusable[col]}, not "
+                "plain values; map another column, or flatten it and export the file again."
+            )
     ids = _id_strings(frame[item], "item", item, rows)
     out = pd.DataFrame({"item_id": ids.to_numpy(dtype=object)})
     out["title"] = (
@@ -868,7 +1014,7 @@ def read_catalog(
         if bad.any():
             pos = _first(bad)
             raise DataError(
-                f"The catalog '{display}' has the non-numeric price {str(frame[price].iloc[pos])!r} "
+                f"The catalog '{display}' has the non-numeric price {_clip(frame[price].iloc[pos])} "
                 f"in column '{price}' in {rows.label(pos)}{rows.more(bad)}; make prices plain "
                 "numbers (no currency signs) or leave them empty."
             )
@@ -978,7 +1124,11 @@ def _split_labels(users: np.ndarray, options: SplitOptions) -> np.ndarray:
 
 def _frame_hash(frame: pd.DataFrame) -> str:
     digest = hashlib.sha256("\x1f".join(map(str, frame.columns)).encode())
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    try:
+        hashed = pd.util.hash_pandas_object(frame, index=False)
+    except TypeError:  # unhashable cells, e.g. an unmapped Parquet list column
+        hashed = pd.util.hash_pandas_object(frame.astype("str"), index=False)
+    digest.update(hashed.to_numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -1114,8 +1264,8 @@ def _check_catalog_overlap(
     first = _Rows(cat_name, catalog.attrs.get("header_rows")).label(0)
     raise DataError(
         f"None of the {len(cat_ids)} item ids in column '{cat_col}' of '{cat_name}' (the first "
-        f"is {cat_ids.iloc[0]!r} in {first}) matches an item id in column '{item_col}' of "
-        f"'{display}' (e.g. {str(item_uniques[0])!r}); upload the catalog that belongs to this "
+        f"is {_clip(cat_ids.iloc[0])} in {first}) matches an item id in column '{item_col}' of "
+        f"'{display}' (e.g. {_clip(item_uniques[0])}); upload the catalog that belongs to this "
         "log or map the right id columns."
     )
 
@@ -1138,7 +1288,7 @@ def build_dataset(
     one is mapped, else the event weight, else 1. Arrays are sorted by (user, time, file
     order); without a timestamp column the file order is the time.
     """
-    display = frame.attrs.get("source_name", source_name)
+    display = frame.attrs.get("source_name") or display_name(source_name)
     rows = _Rows(display, frame.attrs.get("header_rows"))
     validate_mapping(frame, mapping, display)
     if len(frame) == 0:
@@ -1154,7 +1304,7 @@ def build_dataset(
     for role, col, ids in (("user", mapping.user, user_ids), ("item", mapping.item, item_ids)):
         if len(ids) < 2:
             raise DataError(
-                f"'{display}' has only one {role} ({str(ids[0])!r} in column '{col}') after "
+                f"'{display}' has only one {role} ({_clip(ids[0])} in column '{col}') after "
                 "cleaning and filtering; a recommender needs at least two users and two items, "
                 "so upload more data or relax the filters."
             )

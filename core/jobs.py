@@ -20,6 +20,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -106,6 +107,39 @@ def _headline(val: Mapping[str, Any]) -> float | None:
             return float(val[key])
     numbers = [v for v in val.values() if isinstance(v, int | float)]
     return float(numbers[0]) if numbers else None
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    # By name and message so this module stays free of torch: torch.OutOfMemoryError (CUDA),
+    # RuntimeErrors from older CUDA builds, MPS and the CPU allocator, and Python's own.
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def failure_message(exc: BaseException) -> str:
+    """The error stored for a failed run: one readable sentence where the cause is known.
+
+    Distillery's own errors already are such sentences; running out of memory or disk
+    space gets a sentence saying what to do; anything else keeps its type and message so
+    that a bug report can name it.
+    """
+    if isinstance(exc, DistilleryError):
+        return str(exc)
+    if _is_out_of_memory(exc):
+        return (
+            "The run ran out of memory; lower the batch size or the model size "
+            "(or train on a machine with more memory) and try again."
+        )
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            "The disk is full, so the run's files could not be written; free some space in "
+            "the data directory and try again."
+        )
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _fsync_and_hash(path: Path) -> tuple[int, str]:
@@ -499,20 +533,28 @@ class JobManager:
         status, error = "succeeded", None
         try:
             outcome = self._runner(JobContext(self, run, spec, cancel_event))
-            if cancel_event.is_set():
+            if self._settle(run_id, cancel_event):
                 raise TrainingCancelled(CANCELLED_NOTE)
             self._store_outcome(run_id, outcome)
         except BaseException as exc:
-            if cancel_event.is_set() or isinstance(exc, TrainingCancelled):
+            if self._settle(run_id, cancel_event) or isinstance(exc, TrainingCancelled):
                 status, error = "cancelled", CANCELLED_NOTE
             else:
                 status = "failed"
-                if isinstance(exc, DistilleryError):
-                    error = str(exc)
-                else:
-                    error = f"{type(exc).__name__}: {exc}"
+                error = failure_message(exc)
+                if not isinstance(exc, DistilleryError):
                     log.exception("run %s failed", run_id)
         self._end(run_id, status, error)
+
+    def _settle(self, run_id: int, cancel_event: threading.Event) -> bool:
+        """Whether the run was cancelled, decided once: a later `cancel` returns False.
+
+        Without this, a cancel arriving between the runner's return and the final status
+        would report success to the caller while the run still ended succeeded or failed.
+        """
+        with self._lock:
+            self._cancel_events.pop(run_id, None)
+            return cancel_event.is_set()
 
     def _store_outcome(self, run_id: int, outcome: JobOutcome | None) -> None:
         if outcome is None:

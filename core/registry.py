@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import threading
 from collections import OrderedDict
@@ -23,7 +24,7 @@ import pyarrow.parquet as pq
 
 from core import paths
 from core.dataset import InteractionData
-from core.errors import DataError
+from core.errors import DataError, StoreError
 from core.store import DatasetRecord, Store
 
 _CACHE_SIZE = 4
@@ -42,9 +43,21 @@ def fingerprint(data: InteractionData) -> str:
 
 
 def _write_dataset(data: InteractionData, folder: Path) -> None:
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    # A unique temporary name: two sessions registering the same upload must not write
+    # into (or delete) each other's half-written folder.
+    tmp = folder.with_name(f"{folder.name}.tmp-{secrets.token_hex(4)}")
     tmp.mkdir(parents=True)
+    try:
+        _write_files(data, tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk must not leave half a dataset
+        raise
+
+
+def _write_files(data: InteractionData, tmp: Path) -> None:
     interactions = {
         "user": data.users,
         "item": data.items,
@@ -76,9 +89,6 @@ def _write_dataset(data: InteractionData, folder: Path) -> None:
         "notes": list(data.notes),
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
 
 
 def register_dataset(store: Store, data: InteractionData, *, source: str) -> DatasetRecord:
@@ -93,17 +103,36 @@ def register_dataset(store: Store, data: InteractionData, *, source: str) -> Dat
         return existing
     folder = paths.datasets_dir() / key[:16]
     _write_dataset(data, folder)
-    return store.add_dataset(
-        name=data.name,
-        source=source,
-        content_hash=key,
-        n_users=data.n_users,
-        n_items=data.n_items,
-        n_interactions=data.n_interactions,
-        stats={**data.stats(), "raw_content_hash": data.content_hash, "notes": list(data.notes)},
-        split={"method": data.split_method, "seed": data.split_seed},
-        parquet_path=folder,
-    )
+    try:
+        return store.add_dataset(
+            name=data.name,
+            source=source,
+            content_hash=key,
+            n_users=data.n_users,
+            n_items=data.n_items,
+            n_interactions=data.n_interactions,
+            stats={
+                **data.stats(),
+                "raw_content_hash": data.content_hash,
+                "notes": list(data.notes),
+            },
+            split={"method": data.split_method, "seed": data.split_seed},
+            parquet_path=folder,
+        )
+    except BaseException:
+        # Unrecorded files are invisible to the app and would never be cleaned up. A row
+        # that already names this folder (a dataset whose files had gone missing) keeps it.
+        if _unrecorded(store, key):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _unrecorded(store: Store, key: str) -> bool:
+    """True when no dataset row has this fingerprint (False when the store cannot say)."""
+    try:
+        return store.find_dataset(key) is None
+    except StoreError:
+        return False  # cannot tell: keep the files rather than orphan a row
 
 
 def read_dataset(folder: Path) -> InteractionData:

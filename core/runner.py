@@ -9,6 +9,7 @@ so the Compare page does not reload them on every rerun.
 
 from __future__ import annotations
 
+import pickle
 import threading
 from collections import OrderedDict
 
@@ -62,7 +63,23 @@ def run_model(store: Store, run: RunRecord | int) -> Recommender:
         if key in _models:
             _models.move_to_end(key)
             return _models[key]
-    model = load_model(path)
+    try:
+        model = load_model(path)
+    except (
+        OSError,
+        EOFError,
+        RuntimeError,
+        ValueError,
+        LookupError,
+        TypeError,
+        pickle.UnpicklingError,
+    ) as exc:
+        # A truncated, corrupted or foreign file (weights_only refuses anything but tensors
+        # and plain containers) must end a student run with a sentence, not a traceback.
+        raise ConfigError(
+            f"The checkpoint of run #{record.id} cannot be read ({type(exc).__name__}); "
+            "it is damaged or not a Distillery checkpoint, so train that run again."
+        ) from exc
     with _lock:
         _models[key] = model
         while len(_models) > _MODEL_CACHE_SIZE:

@@ -19,8 +19,10 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import threading
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,6 +76,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 _WRITE_OPTION = "distillery_write"
 # Alembic's `context` is a module-level proxy: two migrations must never run at once.
 _MIGRATION_LOCK = threading.Lock()
+# Query parameters of a database URL whose values are credentials.
+_SECRET_PARAM = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------- engine
@@ -86,7 +90,13 @@ def database_url() -> str:
 def redacted_url(url: str | None = None) -> str:
     """The URL with its password masked: the only form that may be logged or shown."""
     try:
-        return make_url(url or database_url()).render_as_string(hide_password=True)
+        parsed = make_url(url or database_url())
+        # libpq and most drivers also take the password as a query parameter
+        # (``postgresql://host/db?password=...``), which hide_password does not cover.
+        secret = {k: "***" for k in parsed.query if _SECRET_PARAM.search(k)}
+        if secret:
+            parsed = parsed.update_query_dict(secret)
+        return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
     except Exception:  # an unparseable URL may still contain a password; show nothing
         return "<unparseable database URL>"
 
@@ -309,6 +319,13 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def _fit(text: str, limit: int) -> str:
+    """User text made storable: no control characters (PostgreSQL refuses NUL in text) and
+    at most ``limit`` characters (the column's size, which PostgreSQL enforces)."""
+    text = "".join(ch for ch in str(text) if unicodedata.category(ch) != "Cc")
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
 def _finite(value: float | None) -> float | None:
     if value is None:
         return None
@@ -454,8 +471,9 @@ class Store:
         try:
             self._engine = make_engine(self._url)
         except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StoreError(
-                f"The database URL {redacted_url(self._url)} cannot be used ({exc}); "
+                f"The database URL {redacted_url(self._url)} cannot be used ({reason}); "
                 f"fix {DB_URL_ENV}."
             ) from exc
         self._write_engine = self._engine.execution_options(**{_WRITE_OPTION: True})
@@ -566,6 +584,7 @@ class Store:
         parquet_path: str | os.PathLike[str] | None = None,
     ) -> DatasetRecord:
         """Record a dataset; one with the same content hash is returned as it is."""
+        name, source = _fit(name, 200), _fit(source, 500)
         existing = self.find_dataset(content_hash)
         if existing is not None:
             return existing
@@ -672,7 +691,7 @@ class Store:
                 config=stored_config,
                 teacher_run_id=teacher_run_id,
                 status=status,
-                name=name,
+                name=None if name is None else _fit(name, 200),
                 created=now,
                 started=now if status != "queued" else None,
                 finished=now if status in TERMINAL_STATUSES else None,

@@ -9,6 +9,7 @@ so the loop knows nothing about Streamlit or the database.
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from core.models import Recommender, user_history_mask
 # Above this many teacher scores (users x items) the teacher is run per batch instead of
 # caching one row per user: 50M floats is 200 MB, the most we want resident for a cache.
 TEACHER_CACHE_LIMIT = 50_000_000
+MAX_LR = 10.0
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,16 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.negatives < 1:
             raise ConfigError("Epochs, batch size and negatives must all be at least 1.")
-        if not self.lr > 0:
-            raise ConfigError(f"The learning rate must be positive; got {self.lr}.")
+        # Adam's step overflows float32 far below inf (lr=1e38 raises a bare RuntimeError
+        # mid-epoch), and no sensible run uses an Adam learning rate above 10.
+        if not 0 < self.lr <= MAX_LR:
+            raise ConfigError(
+                f"The learning rate must be a number above 0 and at most {MAX_LR:g}; got {self.lr}."
+            )
+        if not 0 <= self.weight_decay < math.inf:
+            raise ConfigError(
+                f"Weight decay must be a number of at least 0; got {self.weight_decay}."
+            )
         if self.patience < 1:
             raise ConfigError("Patience must be at least 1 epoch.")
         if self.device not in ("auto", "cpu", "cuda"):
