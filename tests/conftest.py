@@ -32,6 +32,33 @@ def tiny_student_specs(methods=("soft",)) -> list[RunSpec]:
 
 
 @pytest.fixture
+def fresh_app(monkeypatch: pytest.MonkeyPatch):
+    """Page tests: per-test Streamlit caches, and app.py run on every AppTest rerun.
+
+    get_store/get_jobs are st.cache_resource, so each test must open the store of its own
+    DISTILLERY_HOME. AppTest resets ``PagesManager.uses_pages_directory`` before each run, so
+    with a pages/ folder next to app.py every rerun after the first would run the page file
+    alone (Streamlit's old pages/ mode) and skip app.py and its sidebar. A real server leaves
+    that mode for good once app.py calls st.navigation (see pages/common.py); this keeps it
+    off in tests too.
+    """
+    import streamlit as st
+    from streamlit.runtime.pages_manager import PagesManager
+
+    init = PagesManager.__init__
+
+    def v2_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", v2_init)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield
+    st.cache_resource.clear()
+
+
+@pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty, isolated DISTILLERY_HOME (the SQLite store lives inside it)."""
     root = tmp_path / "home"

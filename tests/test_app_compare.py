@@ -16,12 +16,7 @@ from core.store import Store
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "compare.py")
 
 
-@pytest.fixture(autouse=True)
-def fresh_resources():
-    """get_store is a cache_resource: each test must open the store of its own home."""
-    st.cache_resource.clear()
-    yield
-    st.cache_resource.clear()
+pytestmark = pytest.mark.usefixtures("fresh_app")
 
 
 def run_page(**query: str) -> AppTest:

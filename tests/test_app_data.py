@@ -8,8 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import streamlit as st
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from core import forms
@@ -22,20 +20,7 @@ APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = "pages/data.py"
 
 
-@pytest.fixture(autouse=True)
-def fresh_app(monkeypatch: pytest.MonkeyPatch):
-    """Per-test caches; app.py runs on every AppTest run (see tests/test_app_shell.py)."""
-    init = PagesManager.__init__
-
-    def v2_init(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", v2_init)
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield
-    st.cache_resource.clear()
+pytestmark = pytest.mark.usefixtures("fresh_app")
 
 
 def data_page(timeout: float = 60) -> AppTest:

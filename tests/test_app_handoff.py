@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from core.store import Store
@@ -17,19 +16,7 @@ PAGE = str(ROOT / "pages" / "handoff.py")
 APP = str(ROOT / "app.py")
 
 
-@pytest.fixture(autouse=True)
-def fresh_resources(monkeypatch: pytest.MonkeyPatch):
-    """get_store is a cache_resource: each test must open the store of its own home."""
-    init = PagesManager.__init__
-
-    def v2_init(self, *args, **kwargs):  # keep app.py's st.navigation mode on reruns
-        init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", v2_init)
-    st.cache_resource.clear()
-    yield
-    st.cache_resource.clear()
+pytestmark = pytest.mark.usefixtures("fresh_app")
 
 
 def run_page(**query: str) -> AppTest:

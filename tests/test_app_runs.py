@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core import paths
@@ -14,12 +13,7 @@ from core.store import Store
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "runs.py")
 
 
-@pytest.fixture(autouse=True)
-def fresh_resources():
-    """get_store is a cache_resource: each test must open the store of its own home."""
-    st.cache_resource.clear()
-    yield
-    st.cache_resource.clear()
+pytestmark = pytest.mark.usefixtures("fresh_app")
 
 
 def run_page(**query: str) -> AppTest:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import streamlit as st
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from core import forms
@@ -23,26 +21,7 @@ PAGES = (
 )
 
 
-@pytest.fixture(autouse=True)
-def fresh_app(monkeypatch: pytest.MonkeyPatch):
-    """Per-test caches, and app.py run on every AppTest run as on a real server.
-
-    AppTest resets ``PagesManager.uses_pages_directory`` before each run, so with a pages/
-    folder next to app.py every rerun after the first runs the page file alone (Streamlit's
-    old pages/ mode) and skips app.py and its sidebar. A real server leaves that mode for
-    good as soon as app.py calls st.navigation; this keeps it off in tests too.
-    """
-    init = PagesManager.__init__
-
-    def v2_init(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", v2_init)
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield
-    st.cache_resource.clear()
+pytestmark = pytest.mark.usefixtures("fresh_app")
 
 
 def app(page: str | None = None, timeout: float = 30) -> AppTest:

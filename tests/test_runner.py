@@ -34,3 +34,17 @@ def test_stored_dataset_round_trips_exactly(seeded_home):
     assert np.array_equal(
         data.train_matrix.indices, load_dataset(store, ids["dataset"]).train_matrix.indices
     )
+
+
+def test_headless_pipeline_reproduces_the_apps_numbers(seeded_home):
+    """Same data, same spec, same seed: the CLI path gives exactly what the app stored."""
+    from core.pipeline import load_demo_dataset, train_and_evaluate
+    from tests.conftest import TINY_SCALE, TINY_TEACHER
+
+    _, ids = seeded_home
+    store = Store()
+    stored = store.results(ids["teacher"])
+    data = load_demo_dataset(scale=TINY_SCALE)
+    outcome = train_and_evaluate(data, TINY_TEACHER)
+    for key in ("ndcg@10", "hr@10", "mrr@10", "coverage@10"):
+        assert outcome.test.metrics[key] == stored[key], key
