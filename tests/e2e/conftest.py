@@ -114,6 +114,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 pytest.fail(f"streamlit not healthy after {SERVER_START_S} s:\n{_log_tail()}")
             time.sleep(0.25)
         yield url
+        # A script error that slipped past every page's check still leaves its traceback in
+        # the server log (before shutdown, whose messages are not the app's).
+        log = SERVER_LOG.read_text(errors="replace")
+        assert "Traceback" not in log and "Uncaught app" not in log, _log_tail(80)
     finally:
         _stop(proc)
 
