@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from core.dataset import InteractionData
+from core.distill import DistillConfig
 from core.errors import DistilleryError
 from core.pipeline import (
     METHODS,
@@ -190,17 +191,31 @@ def add_experiment_args(parser: argparse.ArgumentParser) -> None:
         "--epochs", type=int, default=None, help="maximum epochs for every run (default: presets)"
     )
     parser.add_argument(
-        "--temperature", type=float, default=2.0, help="soft targets: temperature T"
+        "--temperature",
+        type=float,
+        default=DistillConfig.temperature,
+        help="soft targets: temperature T",
     )
     parser.add_argument(
-        "--alpha", type=float, default=0.5, help="soft targets: weight a of the KL term"
+        "--alpha",
+        type=float,
+        default=DistillConfig.alpha,
+        help="soft targets: weight a of the KL term",
     )
-    parser.add_argument("--beta", type=float, default=0.5, help="hard targets: weight b")
     parser.add_argument(
-        "--top-k", type=int, default=10, help="teacher top-K for hard/ranking/listwise"
+        "--beta", type=float, default=DistillConfig.beta, help="hard targets: weight b"
     )
     parser.add_argument(
-        "--lam", type=float, default=5.0, help="ranking distillation position decay lambda"
+        "--top-k",
+        type=int,
+        default=DistillConfig.top_k,
+        help="teacher top-K for hard/ranking/listwise",
+    )
+    parser.add_argument(
+        "--lam",
+        type=float,
+        default=DistillConfig.lam,
+        help="ranking distillation position decay lambda",
     )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--json", type=Path, help="write the result rows to this JSON file")

@@ -421,9 +421,12 @@ class DistillConfig:
     """How a student learns from its teacher; saved with every student run."""
 
     method: str = "none"  # one of METHODS; "none" is the no-teacher baseline
-    temperature: float = 2.0  # T of the soft term; higher = flatter teacher distribution
-    alpha: float = 0.5  # a: weight of the soft term ("soft": (1-a)*task + a*soft)
-    beta: float = 0.5  # b: weight of the hard term
+    # Defaults are what worked best on the demo shop (bench/distill.py): T=1 keeps the
+    # teacher's ranking sharp, and in "combined" the KL at full weight sits *on top of* the
+    # task loss, so the student loses none of its own signal.
+    temperature: float = 1.0  # T of the soft term; higher = flatter teacher distribution
+    alpha: float = 1.0  # a: weight of the soft term ("soft": (1-a)*task + a*soft)
+    beta: float = 0.1  # b: weight of the hard term
     top_k: int = 10  # K: teacher items used as targets by hard / ranking / listwise
     lam: float = 5.0  # ranking position decay: w_r ∝ exp(-r/lam)
     dynamic: bool = False  # ranking: multiply in the rank-discrepancy weight

@@ -298,12 +298,16 @@ class DemoPlan:
 
 
 def demo_plan(epochs: int | None = None) -> DemoPlan:
-    """Preset teacher and student (soft targets); ``epochs`` caps every run's epochs."""
+    """Preset teacher and student; ``epochs`` caps every run's epochs.
+
+    The student is distilled with "combined" (task + soft + hard), the best method on the
+    demo shop in bench/distill.py.
+    """
 
     def capped(train: TrainConfig) -> TrainConfig:
         return train if epochs is None else replace(train, epochs=max(1, min(train.epochs, epochs)))
 
-    student = distill_config("soft")
+    student = distill_config("combined")
     teacher_train, student_train = capped(TEACHER_TRAIN), capped(STUDENT_TRAIN)
     return DemoPlan(
         popularity=popularity_spec(teacher_train.seed),
