@@ -197,3 +197,25 @@ def dataset_metrics(data: InteractionData) -> list[tuple[str, str]]:
 
 def _span(days: float) -> str:
     return f"{days * 24:.1f} hours" if days < 2 else f"{days:,.0f} days"
+
+
+SPLIT_NAMES = {0: "train", 1: "valid", 2: "test"}
+
+
+def preview_frame(data: InteractionData, rows: int = 20) -> pd.DataFrame:
+    """The first cleaned interactions as a person reads them: dates, titles, split names."""
+    frame = data.interactions_frame().head(rows)
+    items = data.item_index
+    titles = [str(data.titles[items[i]]) for i in frame["item_id"]]
+    out = pd.DataFrame({"user_id": frame["user_id"], "item_id": frame["item_id"], "title": titles})
+    if data.has_timestamps:
+        out["when"] = pd.to_datetime(frame["timestamp"], unit="s", utc=True).dt.strftime(
+            "%Y-%m-%d %H:%M"
+        )
+    else:
+        out["order"] = frame["timestamp"]
+    if "event" in frame:
+        out["event"] = frame["event"]
+    out["weight"] = frame["weight"]
+    out["split"] = frame["split"].map(SPLIT_NAMES)
+    return out

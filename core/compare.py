@@ -497,8 +497,23 @@ def curves_chart(curves: pd.DataFrame) -> alt.Chart:
 
 
 # --------------------------------------------------------------------------- export
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _defuse(value: Any) -> Any:
+    """Text a spreadsheet would run as a formula gets a leading quote (OWASP CSV injection)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def to_csv(table: pd.DataFrame) -> str:
-    return table.to_csv(index=False)
+    """The table as CSV; text cells are defused so opening it in Excel runs nothing."""
+    safe = table.copy()
+    for column in safe.columns:
+        if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
+            safe[column] = safe[column].map(_defuse)
+    return safe.to_csv(index=False)
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")

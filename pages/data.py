@@ -74,7 +74,7 @@ def show(data: InteractionData) -> None:
             col.metric(label, value)
     for note in data.notes:
         st.caption(f"Note: {note}")
-    st.dataframe(data.interactions_frame().head(20), hide_index=True)
+    st.dataframe(charts.preview_frame(data), hide_index=True)
     left, mid, right = st.columns(3)
     left.altair_chart(charts.popularity_chart(charts.popularity_frame(charts.item_counts(data))))
     timeline = charts.timeline_frame(data)

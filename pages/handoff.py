@@ -121,7 +121,9 @@ def gates_and_bundle(store, run, facts, choice: str) -> None:
     else:
         st.success("Every gate passes: ready to hand off.", icon=":material/check_circle:")
     for gate in results:
-        st.markdown(f"{gate.mark} {gate.sentence}")
+        # Material icons, not emoji: they render without an emoji font on the viewer's machine.
+        icon = ":green[:material/check_circle:]" if gate.passed else ":red[:material/cancel:]"
+        st.markdown(f"{icon} {gate.sentence}")
     markdown, _ = handoff.model_card(facts, gates)
     path = guarded(
         lambda: handoff.write_bundle(store, run.id, handoff=choice, gates=gates),

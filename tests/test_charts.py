@@ -182,3 +182,14 @@ def test_training_chart_puts_loss_and_validation_side_by_side():
     assert {r["series"] for r in loss_rows} == {"total", "task"}
     assert [r["value"] for r in val_rows] == [0.1, 0.2]
     assert spec["resolve"]["scale"]["color"] == "independent"
+
+
+def test_preview_frame_reads_like_a_log():
+    from core.charts import preview_frame
+    from tests.factories import sequences_dataset
+
+    data = sequences_dataset([[0, 1, 2], [2, 1]], n_items=3)
+    frame = preview_frame(data, rows=3)
+    assert list(frame["title"]) == ["Item 0", "Item 1", "Item 2"]
+    assert list(frame["split"]) == ["train", "valid", "test"]
+    assert frame["when"].iloc[0] == "2020-09-13 12:26"

@@ -362,3 +362,16 @@ def test_row_colors_mark_shared_items_and_the_test_item():
     shared_rule = html.split(f"background-color: {compare.SHARED_COLOR}")[0].rsplit("}", 1)[-1]
     assert "row0_col0" in shared_rule and "row1" not in shared_rule
     assert f"background-color: {compare.TEST_ITEM_COLOR}" in html
+
+
+def test_csv_export_defuses_formula_text():
+    import pandas as pd
+
+    from core.compare import to_csv
+
+    table = pd.DataFrame(
+        {"run": ["=cmd|' /C calc'!A0", "@SUM(1)", "teacher"], "ndcg@10": [-0.5, 0.2, 0.3]}
+    )
+    lines = to_csv(table).splitlines()
+    assert lines[1].startswith("'=cmd") and lines[2].startswith("'@SUM")
+    assert lines[1].endswith(",-0.5") and lines[3] == "teacher,0.3"
