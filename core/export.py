@@ -135,7 +135,7 @@ def file_sha256(path: str | Path) -> str:
 
 
 @contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary sibling of ``path``, renamed over it only if the block succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -212,7 +212,7 @@ def _info(path: Path, proto: onnx.ModelProto) -> ExportInfo:
 
 def _save_checked(proto: onnx.ModelProto, path: Path) -> ExportInfo:
     """Check ``proto`` with onnx.checker (shape inference included) and write it atomically."""
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         onnx.save_model(proto, tmp)
         onnx.checker.check_model(str(tmp), full_check=True)
     return _info(path, proto)
@@ -327,7 +327,7 @@ def write_item_map(data: InteractionData, path: str | Path) -> Path:
     path = Path(path)
     frame = data.describe_items(np.arange(data.n_items))
     frame = frame.rename(columns={"item": "index"})[["index", "item_id", "title", "category"]]
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
     return path
 

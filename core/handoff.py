@@ -32,14 +32,12 @@ import contextlib
 import io
 import json
 import math
-import os
 import re
-import tempfile
 import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +51,7 @@ from core.export import (
     ExportInfo,
     OnnxRecommender,
     ParityResult,
+    atomic_path,
     check_parity,
     evaluate_onnx,
     export_onnx,
@@ -65,7 +64,7 @@ from core.latency import LatencyRecord as Measurement
 from core.models import MODELS
 from core.registry import load_dataset
 from core.runner import run_model
-from core.store import LatencyRecord, RunRecord, Store
+from core.store import LatencyRecord, RunRecord, Store, jsonable
 
 ONNX_FILE, INT8_FILE, ITEM_MAP_FILE = "model.onnx", "model.int8.onnx", "item_map.csv"
 CARD_MD, CARD_JSON, METRICS_JSON = "model_card.md", "model_card.json", "metrics.json"
@@ -695,16 +694,6 @@ def known_limits(facts: HandoffFacts, escape: Callable[[str], str] = str) -> lis
     return limits
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def _batch1(facts: HandoffFacts, model: str, runtime: str) -> dict[str, Any] | None:
     return next(
         (
@@ -772,7 +761,7 @@ def card_dict(facts: HandoffFacts, gates: Gates) -> dict[str, Any]:
         "all_gates_passed": all(g.passed for g in results),
         "known_limits": known_limits(facts),
     }
-    return _jsonable(card)
+    return jsonable(card)
 
 
 def _num(value: Any, spec: str = ".4f") -> str:
@@ -919,7 +908,7 @@ def metrics_json(store: Store, run_id: int) -> dict[str, Any]:
     splits: dict[str, dict[str, float | None]] = {}
     for rec in store.result_records(run_id):
         splits.setdefault(rec.split, {})[rec.key] = rec.value
-    return _jsonable(
+    return jsonable(
         {
             "run_id": run_id,
             "results": splits,
@@ -982,19 +971,6 @@ def bundle_path(run_id: int, handoff: str = "fp32") -> Path:
     return paths.bundles_dir() / f"distillery-run-{int(run_id):06d}-{handoff}-handoff.zip"
 
 
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """A unique temporary sibling, renamed over ``path`` only when the block succeeds."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
 def _add(archive: zipfile.ZipFile, name: str, payload: bytes) -> None:
     info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
     info.compress_type = zipfile.ZIP_DEFLATED
@@ -1035,6 +1011,6 @@ def write_bundle(
     with zipfile.ZipFile(buffer, "w") as archive:
         for name in BUNDLE_FILES:
             _add(archive, name, generated[name] if name in generated else files[name].read_bytes())
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
     return path

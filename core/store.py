@@ -298,7 +298,7 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """A JSON-safe deep copy: numpy scalars unwrapped, non-finite floats as None.
 
     PostgreSQL rejects NaN inside JSON, and a NaN loss term is exactly what a diverged run
@@ -309,13 +309,13 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return _jsonable(value.item())
+        return jsonable(value.item())
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
@@ -598,11 +598,11 @@ class Store:
                         name=name,
                         source=source,
                         content_hash=content_hash,
-                        stats=_jsonable(dict(stats or {})),
+                        stats=jsonable(dict(stats or {})),
                         n_users=int(n_users),
                         n_items=int(n_items),
                         n_interactions=int(n_interactions),
-                        split=_jsonable(dict(split or {})),
+                        split=jsonable(dict(split or {})),
                         parquet_path=None
                         if parquet_path is None
                         else paths.to_stored(parquet_path),
@@ -675,7 +675,7 @@ class Store:
                 f"Unknown run status {status!r}; use one of {', '.join(RUN_STATUSES)}."
             )
         try:
-            stored_config = _jsonable(dict(config))
+            stored_config = jsonable(dict(config))
         except TypeError as exc:
             raise ConfigError(f"The run configuration cannot be saved: {exc}.") from exc
         now = utcnow()
@@ -851,14 +851,14 @@ class Store:
     ) -> EpochRecord:
         """Record one epoch. ``val`` holds validation metrics such as ``{"ndcg@10": ...}``;
         its NDCG and recall (at 10 when present) also go to their own columns."""
-        val = _jsonable(dict(val or {}))
+        val = jsonable(dict(val or {}))
         with self._unit(f"save epoch {epoch} of run {run_id}", write=True) as session:
             self._run_row(session, run_id)
             row = EpochMetric(
                 run_id=run_id,
                 epoch=int(epoch),
                 loss=_finite(loss),
-                terms=_jsonable(dict(terms or {})),
+                terms=jsonable(dict(terms or {})),
                 val_ndcg=_pick(val, "ndcg"),
                 val_recall=_pick(val, "recall"),
                 val=val,
@@ -975,7 +975,7 @@ class Store:
                 p99=float(p99),
                 qps=float(qps),
                 threads=None if threads is None else int(threads),
-                env=_jsonable(dict(env or {})),
+                env=jsonable(dict(env or {})),
             )
             session.add(row)
             session.flush()

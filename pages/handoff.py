@@ -122,7 +122,11 @@ def gates_and_bundle(store, run, facts, choice: str) -> None:
         st.success("Every gate passes: ready to hand off.", icon=":material/check_circle:")
     for gate in results:
         # Material icons, not emoji: they render without an emoji font on the viewer's machine.
-        icon = ":green[:material/check_circle:]" if gate.passed else ":red[:material/cancel:]"
+        icon = (
+            ":green[:material/check_circle: **PASS**]"
+            if gate.passed
+            else ":red[:material/cancel: **FAIL**]"
+        )
         st.markdown(f"{icon} {gate.sentence}")
     markdown, _ = handoff.model_card(facts, gates)
     path = guarded(

@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.registry import load_dataset
 from core.store import Store
+from tests import apptest
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "compare.py")
 
@@ -20,13 +21,7 @@ pytestmark = pytest.mark.usefixtures("fresh_app")
 
 
 def run_page(**query: str) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=90)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
+    return apptest.run_page("compare", 90, **query)
 
 
 def students(ids) -> list[int]:

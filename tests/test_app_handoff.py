@@ -10,6 +10,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core.store import Store
+from tests import apptest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "pages" / "handoff.py")
@@ -17,20 +18,15 @@ APP = str(ROOT / "app.py")
 
 
 pytestmark = pytest.mark.usefixtures("fresh_app")
+PASS, FAIL = ":green[:material/check_circle: **PASS**]", ":red[:material/cancel: **FAIL**]"
 
 
 def run_page(**query: str) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=60)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
+    return apptest.run_page("handoff", 60, **query)
 
 
 def gate_lines(at: AppTest) -> list[str]:
-    return [m.value for m in at.markdown if m.value[:1] in ("✅", "❌")]
+    return [m.value for m in at.markdown if m.value.startswith((PASS, FAIL))]
 
 
 def test_empty_store_says_what_is_needed(home):
@@ -79,10 +75,10 @@ def test_prepare_shows_checks_gates_and_the_bundle(seeded_home):
 
     # A threshold below the measured p95 fails that gate, and only the warning changes.
     p95_line = next(line for line in lines if "p95 latency" in line)
-    assert p95_line.startswith("✅")
+    assert p95_line.startswith(PASS)
     at.number_input(key="handoff_max_p95").set_value(0.001).run()
     assert not at.exception
-    assert next(line for line in gate_lines(at) if "p95 latency" in line).startswith("❌")
+    assert next(line for line in gate_lines(at) if "p95 latency" in line).startswith(FAIL)
     at.checkbox(key="handoff_beat_twin").uncheck().run()
     assert len(gate_lines(at)) == 5
 
