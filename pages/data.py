@@ -12,6 +12,7 @@ from dataclasses import asdict, replace
 import streamlit as st
 
 from core import charts, forms
+from core.compare import md_escape
 from core.data import DEFAULT_EVENT_WEIGHTS, SplitOptions, detect_columns, load_interactions
 from core.data import read_table as read_log
 from core.dataset import InteractionData
@@ -73,7 +74,7 @@ def show(data: InteractionData) -> None:
         for col, (label, value) in zip(st.columns(4), row, strict=False):
             col.metric(label, value)
     for note in data.notes:
-        st.caption(f"Note: {note}")
+        st.caption("Note: " + md_escape(note))  # notes can quote column names: plain text
     st.dataframe(charts.preview_frame(data), hide_index=True)
     left, mid, right = st.columns(3)
     left.altair_chart(charts.popularity_chart(charts.popularity_frame(charts.item_counts(data))))
