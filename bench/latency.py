@@ -79,11 +79,11 @@ def train(data, quick: bool, log):
     student = train_and_evaluate(
         data,
         RunSpec(
-            "student-soft",
+            "student-combined",
             "student",
             STUDENT_MODEL,
             student_train,
-            DistillConfig(method="soft"),
+            DistillConfig(method="combined"),
         ),
         teacher=teacher.model,
         progress=lambda r: log(f"  student epoch {r.epoch:>2} val ndcg@10={r.val['ndcg@10']:.4f}"),
