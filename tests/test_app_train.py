@@ -220,8 +220,8 @@ def test_launch_plans():
         ("student", 7), ("baseline", 7), ("popularity", None),
     ]  # fmt: skip
     assert plan[0].spec.distill == distill and plan[1].spec.distill.method == "none"
-    assert plan[0].spec.name == "student-hard sasrec d12"
-    assert plan[1].spec.name == "student-no-teacher sasrec d12"
+    assert plan[0].spec.name == "student-hard sasrec d32"
+    assert plan[1].spec.name == "student-no-teacher sasrec d32"
     only = forms.student_launches(STUDENT_MODEL, STUDENT_TRAIN, distill, teacher_run_id=7,
                                   with_baseline=False)  # fmt: skip
     assert [x.spec.role for x in only] == ["student"]
