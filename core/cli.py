@@ -252,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo-scale", type=float, default=1.0)
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser(
+        "load-demo", help="register the demo shop in the run store (what the app starts from)"
+    )
+    p.add_argument("--demo-scale", type=float, default=1.0)
+    p.set_defaults(func=cmd_load_demo)
+    p = sub.add_parser(
         "run", help="train a teacher, distilled students and baselines; print a table"
     )
     add_data_args(p)

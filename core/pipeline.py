@@ -177,7 +177,9 @@ def summary_row(outcome: RunOutcome, teacher: RunOutcome | None = None) -> dict[
         "best_epoch": outcome.training.best_epoch,
     }
     if teacher is not None:
-        row["teacher_kept"] = m["ndcg@10"] / teacher.test.metrics["ndcg@10"]
+        reference = teacher.test.metrics["ndcg@10"]
+        # A teacher that hits nothing has no share to keep: say "unknown", not infinity.
+        row["teacher_kept"] = m["ndcg@10"] / reference if reference > 0 else float("nan")
         row["jaccard@10_vs_teacher"] = teacher_overlap(outcome.test, teacher.test)
         row["params_vs_teacher"] = outcome.params / max(1, teacher.params)
     return row
