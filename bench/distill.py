@@ -21,25 +21,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.cli import build_parser, experiment_specs, format_table, load_data  # noqa: E402
-from core.pipeline import run_experiment  # noqa: E402
-from core.train import resolve_device  # noqa: E402
+from core.cli import build_parser, experiment, format_table  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "distill.json"
+
+
+def ratio(a: float, b: float) -> float:
+    """a / b, or nan when b is 0 (a teacher that hits nothing has no share to keep)."""
+    return a / b if b else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(["run", *(argv if argv is not None else sys.argv[1:])])
     started = time.perf_counter()
-    data = load_data(args)
-    teacher, students = experiment_specs(args)
-    print(
-        f"{data.name}: {data.n_users:,} users, {data.n_items:,} items, {data.n_interactions:,} interactions; device {resolve_device(args.device)}"
-    )
-    rows = run_experiment(
-        data, teacher=teacher, students=students, log=lambda s: print(s, flush=True)
-    )
+    rows = experiment(args)
     keys = [
         "name",
         "role",
@@ -67,18 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows))
     print()
     print(
-        f"teacher / popularity NDCG@10: {t['ndcg@10'] / max(pop['ndcg@10'], 1e-12):.2f}x (target >= 1.5x)"
+        f"teacher / popularity NDCG@10: {ratio(t['ndcg@10'], pop['ndcg@10']):.2f}x (target >= 1.5x)"
     )
     if students_rows:
         best = max(students_rows, key=lambda r: r["ndcg@10"])
         print(
-            f"student params / teacher params: {best['params'] / t['params']:.3f} (target <= 0.10)"
+            f"student params / teacher params: {ratio(best['params'], t['params']):.3f} (target <= 0.10)"
         )
         print(
-            f"best distilled ({best['name']}) keeps {best['ndcg@10'] / t['ndcg@10']:.1%} of teacher NDCG@10 (target >= 95%)"
+            f"best distilled ({best['name']}) keeps {ratio(best['ndcg@10'], t['ndcg@10']):.1%} of teacher NDCG@10 (target >= 95%)"
         )
         print(
-            f"best distilled vs no-teacher student: {best['ndcg@10']:.4f} vs {base['ndcg@10']:.4f} ({best['ndcg@10'] / base['ndcg@10'] - 1:+.1%})"
+            f"best distilled vs no-teacher student: {best['ndcg@10']:.4f} vs {base['ndcg@10']:.4f} ({ratio(best['ndcg@10'], base['ndcg@10']) - 1:+.1%})"
         )
     print(f"\nwrote {OUT} in {time.perf_counter() - started:.0f}s")
     return 0

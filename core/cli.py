@@ -221,15 +221,24 @@ def add_experiment_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write the result rows to this JSON file")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def experiment(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Load the data and run popularity, teacher and students as ``args`` says; log progress."""
+    from core.train import resolve_device
+
     data = load_data(args)
     teacher, students = experiment_specs(args)
     print(
-        f"{data.name}: {data.n_users:,} users, {data.n_items:,} items, {data.n_interactions:,} interactions"
+        f"{data.name}: {data.n_users:,} users, {data.n_items:,} items, "
+        f"{data.n_interactions:,} interactions; device {resolve_device(args.device)}",
+        flush=True,
     )
-    rows = run_experiment(
+    return run_experiment(
         data, teacher=teacher, students=students, log=lambda s: print(s, flush=True)
     )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    rows = experiment(args)
     print()
     print(format_table(rows))
     if args.json:
