@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-HOME_ENV = "DISTILLERY_HOME"
+from core.settings import HOME_ENV
 
 
 def data_dir() -> Path:

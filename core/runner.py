@@ -9,25 +9,23 @@ so the Compare page does not reload them on every rerun.
 
 from __future__ import annotations
 
+import functools
 import pickle
-import threading
-from collections import OrderedDict
+from pathlib import Path
 
-import numpy as np
-
+from core.enums import Status
 from core.errors import ConfigError
-from core.jobs import JobContext, JobManager, JobOutcome, JobSpec
+from core.ingestion.registry import load_dataset
+from core.job_context import JobContext, JobOutcome
+from core.jobs import JobManager
 from core.metrics import EvalResult
 from core.models import Recommender, load_model
 from core.pipeline import RunSpec, teacher_overlap, test_metrics, train_and_evaluate
-from core.registry import load_dataset
-from core.store import RunRecord, Store
+from core.records import JobSpec, RunRecord
+from core.store import Store
 
 CHECKPOINT = "model.pt"
 _MODEL_CACHE_SIZE = 8
-_models: OrderedDict[tuple[int, str], Recommender] = OrderedDict()
-_teacher_tests: OrderedDict[tuple[int, str], EvalResult] = OrderedDict()
-_lock = threading.Lock()
 
 
 def submit_run(
@@ -49,7 +47,7 @@ def submit_run(
 def run_model(store: Store, run: RunRecord | int) -> Recommender:
     """The trained model of a succeeded run, loaded once (weights_only) and cached."""
     record = store.get_run(run) if isinstance(run, int) else run
-    if record.status != "succeeded":
+    if record.status != Status.SUCCEEDED:
         raise ConfigError(
             f"Run #{record.id} has not succeeded (it is {record.status}); pick a finished run."
         )
@@ -58,13 +56,14 @@ def run_model(store: Store, run: RunRecord | int) -> Recommender:
         raise ConfigError(
             f"The checkpoint of run #{record.id} is missing from the data directory; train it again."
         )
-    key = (record.id, str(path))
-    with _lock:
-        if key in _models:
-            _models.move_to_end(key)
-            return _models[key]
+    # The file's mtime is part of the key: a run trained again never returns stale weights.
+    return _load_checkpoint(record.id, str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=_MODEL_CACHE_SIZE)
+def _load_checkpoint(run_id: int, path: str, _mtime_ns: int) -> Recommender:
     try:
-        model = load_model(path)
+        return load_model(Path(path))
     except (
         OSError,
         EOFError,
@@ -77,35 +76,21 @@ def run_model(store: Store, run: RunRecord | int) -> Recommender:
         # A truncated, corrupted or foreign file (weights_only refuses anything but tensors
         # and plain containers) must end a student run with a sentence, not a traceback.
         raise ConfigError(
-            f"The checkpoint of run #{record.id} cannot be read ({type(exc).__name__}); "
+            f"The checkpoint of run #{run_id} cannot be read ({type(exc).__name__}); "
             "it is damaged or not a Distillery checkpoint, so train that run again."
         ) from exc
-    with _lock:
-        _models[key] = model
-        while len(_models) > _MODEL_CACHE_SIZE:
-            _models.popitem(last=False)
-    return model
 
 
 def forget_run(run_id: int) -> None:
-    """Drop cached objects of a deleted run."""
-    with _lock:
-        for cache in (_models, _teacher_tests):
-            for key in [k for k in cache if k[0] == run_id]:
-                del cache[key]
+    """Drop cached objects of a deleted run (rare: the small caches are simply emptied)."""
+    _load_checkpoint.cache_clear()
+    _teacher_test.cache_clear()
 
 
-def _teacher_test(store: Store, teacher: RunRecord, model: Recommender, data) -> EvalResult:
-    key = (teacher.id, str(teacher.checkpoint_path))
-    with _lock:
-        if key in _teacher_tests:
-            return _teacher_tests[key]
-    result = test_metrics(model, data)
-    with _lock:
-        _teacher_tests[key] = result
-        while len(_teacher_tests) > _MODEL_CACHE_SIZE:
-            _teacher_tests.popitem(last=False)
-    return result
+@functools.lru_cache(maxsize=_MODEL_CACHE_SIZE)
+def _teacher_test(teacher_id: int, checkpoint: str, model: Recommender, data) -> EvalResult:
+    """The teacher's test evaluation, computed once per teacher checkpoint and dataset."""
+    return test_metrics(model, data)
 
 
 def training_runner(ctx: JobContext) -> JobOutcome:
@@ -137,7 +122,9 @@ def training_runner(ctx: JobContext) -> JobOutcome:
     artifact = ctx.write_artifact(CHECKPOINT, outcome.model.save, kind="checkpoint")
     test_rows = list(outcome.test.to_rows())
     if teacher is not None and teacher_record is not None:
-        teacher_result = _teacher_test(ctx.store, teacher_record, teacher, data)
+        teacher_result = _teacher_test(
+            teacher_record.id, str(teacher_record.checkpoint_path), teacher, data
+        )
         test_rows.append(
             ("jaccard_vs_teacher", 10, teacher_overlap(outcome.test, teacher_result, 10))
         )
@@ -151,10 +138,3 @@ def training_runner(ctx: JobContext) -> JobOutcome:
         checkpoint_path=artifact.path,
         results={"test": test_rows, "valid": valid_rows},
     )
-
-
-def sample_users(data, n: int, seed: int = 0) -> np.ndarray:
-    """Users that have a test item, for "random user" pickers and parity samples."""
-    users = data.eval_users("test")
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(users, size=min(n, len(users)), replace=False))

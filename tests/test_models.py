@@ -84,8 +84,14 @@ def test_sasrec_ignores_padding_and_is_causal():
         ModelConfig(family="sasrec", dim=8, layers=1, heads=2, max_len=5, dropout=0.0), 1, 6
     ).eval()
     seq = torch.tensor([[0, 0, 3, 1, 2]])
-    other_pad = torch.tensor([[0, 0, 3, 1, 2]])
-    assert torch.allclose(model(seq), model(other_pad))
+    before = model(seq)
+    # What sits at the padding positions must not leak into real positions: give the
+    # padding token a large embedding (it is zero by construction) and nothing may change.
+    with torch.no_grad():
+        model.item_emb.weight[0] = torch.randn(8) * 10
+    assert torch.allclose(model(seq), before, atol=1e-5)
+    with torch.no_grad():
+        model.item_emb.weight[0] = 0.0
     # Changing the last item must not change the scores after the first two prefixes.
     a = model.position_scores(torch.tensor([[0, 0, 3, 1, 2]]))
     b = model.position_scores(torch.tensor([[0, 0, 3, 1, 5]]))
@@ -105,3 +111,32 @@ def test_sasrec_ignores_padding_and_is_causal():
 def test_bad_model_config_raises_config_error(raw):
     with pytest.raises(ConfigError):
         ModelConfig.from_dict(raw)
+
+
+def test_bpr_negatives_avoid_the_users_positives():
+    from core.models.mf import positive_keys, sample_negatives
+    from tests.factories import checkerboard
+
+    data = checkerboard(n_users=30, n_items=12)
+    keys = positive_keys(data)
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(data.n_users), 20)
+    neg = sample_negatives(keys, users, data.n_items, 5, rng)
+    train = data.train_matrix
+    hits = [train[u, i] for u, row in zip(users, neg, strict=True) for i in row]
+    assert not any(hits)
+    # Each user has 5 of 12 items in training: about 7/12 of uniform draws survive, so a
+    # plain uniform draw would hit positives hundreds of times here.
+    assert neg.min() >= 0 and neg.max() < data.n_items
+
+
+def test_training_leaves_the_shared_dataset_untouched():
+    from tests.factories import checkerboard
+
+    data = checkerboard()
+    before = set(vars(data))
+    model = build_model(ModelConfig(family="sasrec", dim=8, layers=1, heads=2, max_len=6), 40, 12)
+    batches = list(model.task_batches(data, 8, 1, np.random.default_rng(0)))
+    assert batches
+    assert not {k for k in set(vars(data)) - before if "sasrec" in k or "window" in k}
+    assert model.training_windows(data)[0] is model.training_windows(data)[0]  # cached

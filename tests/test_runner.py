@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.registry import fingerprint, load_dataset, register_dataset
+from core.ingestion.registry import fingerprint, load_dataset, register_dataset
 from core.runner import run_model
 from core.store import Store
 

@@ -11,18 +11,19 @@ from pathlib import Path
 
 import torch
 
+from core.enums import Family
 from core.errors import ConfigError
-from core.models.base import Batch, ModelConfig, Recommender, StepOutput, user_history_mask
+from core.models.base import Batch, ModelConfig, Recommender, StepOutput
 from core.models.mf import MF
 from core.models.popularity import Popularity
 from core.models.sasrec import SASRec
 from core.models.two_tower import TwoTower
 
 MODELS: dict[str, type[Recommender]] = {
-    "popularity": Popularity,
-    "mf": MF,
-    "two_tower": TwoTower,
-    "sasrec": SASRec,
+    Family.POPULARITY: Popularity,
+    Family.MF: MF,
+    Family.TWO_TOWER: TwoTower,
+    Family.SASREC: SASRec,
 }
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
     "build_model",
     "load_model",
     "count_parameters",
-    "user_history_mask",
 ]
 
 

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from core.dataset import InteractionData, pad_sequences, stage_code
+from core.enums import Family, choice_list
 from core.errors import ConfigError
-
-FAMILIES = ("popularity", "mf", "two_tower", "sasrec")
+from core.ranking import history_mask, top_k
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,9 @@ class ModelConfig:
     dropout: float = 0.2
 
     def validate(self) -> ModelConfig:
-        if self.family not in FAMILIES:
+        if self.family not in set(Family):
             raise ConfigError(
-                f"Unknown model family {self.family!r}; choose one of {', '.join(FAMILIES)}."
+                f"Unknown model family {self.family!r}; choose one of {choice_list(Family)}."
             )
         if self.dim < 1 or self.layers < 1 or self.hidden < 1 or self.max_len < 2:
             raise ConfigError(
@@ -150,6 +150,36 @@ class Recommender(nn.Module):
         finally:
             self.train(was_training)
 
+    def recommend(
+        self, context: torch.Tensor, k: int, exclude: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(items [B, k], scores [B, k])``: the top ``k`` items per context, best first.
+
+        ``exclude`` is a bool ``[B, n_items]`` mask (e.g. :func:`core.ranking.history_mask`)
+        of items never to recommend. This is what the ONNX export traces and what every
+        ranking in the product (metrics, latency, Compare) computes.
+        """
+        return top_k(self(context), k, exclude)
+
+    @torch.no_grad()
+    def recommend_users(
+        self,
+        data: InteractionData,
+        users: np.ndarray,
+        k: int,
+        stage: str | int = "test",
+        mask_history: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`recommend` for dense user indices, in eval mode, history of ``stage`` masked."""
+        was_training = self.training
+        self.eval()
+        try:
+            context = self.make_context(data, users, stage).to(self.device)
+            exclude = history_mask(data, users, stage, self.device) if mask_history else None
+            return self.recommend(context, k, exclude)
+        finally:
+            self.train(was_training)
+
     @property
     def device(self) -> torch.device:
         for p in self.parameters():
@@ -181,7 +211,7 @@ class Recommender(nn.Module):
     # ------------------------------------------------------------------ persistence
     def checkpoint(self) -> dict[str, Any]:
         return {
-            "family": self.family,
+            "family": str(self.family),  # plain str: weights_only loads no enums
             "n_users": self.n_users,
             "n_items": self.n_items,
             "config_json": json.dumps(asdict(self.config), sort_keys=True),
@@ -190,15 +220,3 @@ class Recommender(nn.Module):
 
     def save(self, path: str | Path) -> None:
         torch.save(self.checkpoint(), path)
-
-
-def user_history_mask(
-    data: InteractionData, users: torch.Tensor, device: torch.device
-) -> torch.Tensor:
-    """Dense bool ``[B, n_items]``: True where the item is in the user's training history."""
-    rows = data.train_matrix[users.cpu().numpy()]
-    mask = torch.zeros(rows.shape, dtype=torch.bool)
-    indptr = torch.from_numpy(rows.indptr.astype(np.int64))
-    row_idx = torch.repeat_interleave(torch.arange(rows.shape[0]), indptr[1:] - indptr[:-1])
-    mask[row_idx, torch.from_numpy(rows.indices.astype(np.int64))] = True
-    return mask.to(device)

@@ -6,16 +6,17 @@ import numpy as np
 import torch
 
 from core.dataset import InteractionData
+from core.enums import Family
 from core.models.base import ModelConfig, Recommender
 
 
 class Popularity(Recommender):
-    family = "popularity"
+    family = Family.POPULARITY
     input_kind = "user"
     trainable = False
 
     def __init__(self, n_users: int, n_items: int, config: ModelConfig | None = None):
-        super().__init__(n_users, n_items, config or ModelConfig(family="popularity"))
+        super().__init__(n_users, n_items, config or ModelConfig(family=Family.POPULARITY))
         self.register_buffer("item_scores", torch.zeros(n_items))
 
     def fit_statistics(self, data: InteractionData) -> None:

@@ -9,6 +9,7 @@ out with plain ops so the ONNX export has nothing exotic to lower.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.dataset import InteractionData
+from core.enums import Family
 from core.models.base import Batch, ModelConfig, Recommender, StepOutput
 
 NEG = -1e9  # finite, so an all-padding row softmaxes to uniform instead of NaN
@@ -50,11 +52,12 @@ class Block(nn.Module):
 
 
 class SASRec(Recommender):
-    family = "sasrec"
+    family = Family.SASREC
     input_kind = "sequence"
 
     def __init__(self, n_users: int, n_items: int, config: ModelConfig):
         super().__init__(n_users, n_items, config)
+        self._windows = None  # (weakref to the dataset, sequence_windows arrays)
         d = config.dim
         self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
         self.pos_emb = nn.Embedding(config.max_len, d)
@@ -93,7 +96,7 @@ class SASRec(Recommender):
     def task_batches(
         self, data: InteractionData, batch_size: int, negatives: int, rng: np.random.Generator
     ) -> Iterator[Batch]:
-        inputs, targets, users = self._training_arrays(data)
+        inputs, targets, users = self.training_windows(data)
         order = rng.permutation(len(users))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
@@ -104,22 +107,18 @@ class SASRec(Recommender):
                 targets=torch.from_numpy(targets[idx]),
             )
 
-    def _training_arrays(self, data: InteractionData):
-        """Per user: input = history[:-1], target = history[1:], both the last max_len steps."""
-        cache = data.__dict__.setdefault("_sasrec_arrays", {})
-        key = self.config.max_len
-        if key not in cache:
-            seqs = data.sequences((0,))
-            users = np.array([u for u, s in enumerate(seqs) if len(s) >= 2], dtype=np.int64)
-            length = self.config.max_len
-            inputs = np.zeros((len(users), length), dtype=np.int64)
-            targets = np.zeros((len(users), length), dtype=np.int64)
-            for row, u in enumerate(users):
-                s = seqs[u][-(length + 1) :] + 1
-                inputs[row, length - (len(s) - 1) :] = s[:-1]
-                targets[row, length - (len(s) - 1) :] = s[1:]
-            cache[key] = (inputs, targets, users)
-        return cache[key]
+    def training_windows(self, data: InteractionData):
+        """Per user: input = history[:-1], target = history[1:], both the last max_len steps.
+
+        Kept on the model (never on the shared, immutable dataset), for the dataset it was
+        last built from; a weak reference, so the model does not keep a dataset alive.
+        """
+        cached = self._windows
+        if cached is None or cached[0]() is not data:
+            arrays = sequence_windows(data.sequences((0,)), self.config.max_len)
+            self._windows = (weakref.ref(data), arrays)
+            return arrays
+        return cached[1]
 
     def training_step(self, batch: Batch) -> StepOutput:
         positions = batch.targets > 0
@@ -128,3 +127,30 @@ class SASRec(Recommender):
         loss = F.cross_entropy(rows, batch.targets[positions] - 1)
         row_users = batch.users.unsqueeze(1).expand_as(positions)[positions]
         return StepOutput(task_loss=loss, rows=rows, row_users=row_users, positions=positions)
+
+
+def sequence_windows(
+    seqs: list[np.ndarray], length: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(inputs, targets, users)``: each user's last ``length`` next-item steps, left-padded.
+
+    Users with fewer than two training items have no step and are left out. Items are
+    shifted by one (0 = padding). Built without a per-user Python loop.
+    """
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    users = np.flatnonzero(lengths >= 2).astype(np.int64)
+    inputs = np.zeros((len(users), length), dtype=np.int64)
+    targets = np.zeros((len(users), length), dtype=np.int64)
+    if not len(users):
+        return inputs, targets, users
+    flat = np.concatenate([seqs[u] for u in users]).astype(np.int64) + 1
+    ends = np.cumsum(lengths[users])
+    steps = np.minimum(lengths[users] - 1, length)  # next-item steps kept per user
+    rows = np.repeat(np.arange(len(users)), steps)
+    # Position j of a user's kept steps (0..steps-1) sits in column length - steps + j.
+    offsets = np.arange(int(steps.sum())) - np.repeat(np.cumsum(steps) - steps, steps)
+    cols = length - np.repeat(steps, steps) + offsets
+    source = np.repeat(ends - steps, steps) + offsets  # index of the target item in flat
+    inputs[rows, cols] = flat[source - 1]
+    targets[rows, cols] = flat[source]
+    return inputs, targets, users

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.enums import Family
 from core.models.base import Batch, ModelConfig, Recommender, StepOutput
 from core.models.mf import interaction_batches
 
@@ -25,7 +26,7 @@ def tower(dim: int, hidden: int, layers: int, dropout: float) -> nn.Sequential:
 
 
 class TwoTower(Recommender):
-    family = "two_tower"
+    family = Family.TWO_TOWER
     input_kind = "user"
 
     def __init__(self, n_users: int, n_items: int, config: ModelConfig):
