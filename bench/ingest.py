@@ -1,4 +1,4 @@
-"""Benchmark: ingest a 1,000,000-row interaction CSV with `core.data.load_interactions`.
+"""Benchmark: ingest a 1,000,000-row interaction CSV with `load_interactions`.
 
 Generates a synthetic e-commerce log (user_id,item_id,timestamp,event; skewed popularity,
 unix-second timestamps) into a temporary directory, or reads ``--file``, then times read ->
@@ -28,7 +28,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.data import CleanOptions, load_interactions  # noqa: E402
+from core.ingestion.build import load_interactions  # noqa: E402
+from core.ingestion.options import CleanOptions  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "ingest.json"
 

@@ -21,14 +21,11 @@ from hypothesis import strategies as st
 
 pytest.register_assert_rewrite("tests.helpers.corpus")
 
-from core.data import (  # noqa: E402
-    ColumnMapping,
-    build_dataset,
-    display_name,
-    load_interactions,
-    read_table,
-)
 from core.errors import DataError  # noqa: E402
+from core.ingestion.build import build_dataset, load_interactions  # noqa: E402
+from core.ingestion.messages import display_name  # noqa: E402
+from core.ingestion.options import ColumnMapping  # noqa: E402
+from core.ingestion.read import read_table  # noqa: E402
 from tests.helpers.corpus import (  # noqa: E402
     CORPUS_DIR,
     FILE_CASES,

@@ -1,4 +1,4 @@
-"""Tests for core.data: readers, column detection, validation messages, cleaning, splits."""
+"""Tests for core.ingestion: readers, column detection, validation messages, cleaning, splits."""
 
 from __future__ import annotations
 
@@ -15,21 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.data import (
-    MAX_UPLOAD_BYTES,
-    CleanOptions,
-    ColumnMapping,
-    SplitOptions,
-    _k_core,
-    build_dataset,
-    detect_columns,
-    file_sha256,
-    load_interactions,
-    read_catalog,
-    read_table,
-)
 from core.dataset import SPLIT_TEST, SPLIT_TRAIN, SPLIT_VALID
 from core.errors import ConfigError, DataError
+from core.files import bytes_sha256
+from core.ingestion.build import build_dataset, load_interactions
+from core.ingestion.catalog import read_catalog
+from core.ingestion.clean import k_core
+from core.ingestion.detect import detect_columns
+from core.ingestion.options import CleanOptions, ColumnMapping, SplitOptions
+from core.ingestion.read import MAX_UPLOAD_BYTES, read_table
 
 T0 = 1_600_000_000  # 2020-09-13, a plausible unix time in seconds
 
@@ -211,8 +205,8 @@ def test_upload_name_is_never_opened(tmp_path, monkeypatch):
     assert ds.n_interactions == 9
 
 
-def test_file_sha256():
-    assert file_sha256(b"abc") == hashlib.sha256(b"abc").hexdigest()
+def test_bytes_sha256():
+    assert bytes_sha256(b"abc") == hashlib.sha256(b"abc").hexdigest()
 
 
 # --------------------------------------------------------------------------- detection
@@ -252,6 +246,16 @@ def test_manual_mapping_overrides_detection():
     ds = load_interactions(data, "m.csv", mapping=ColumnMapping("buyer", "thing", "when"))
     assert pairs(ds) == [("1", "a"), ("2", "b"), ("2", "a")]
     assert ds.has_timestamps
+
+
+def test_some_columns_by_hand_and_the_rest_detected():
+    frame = pd.DataFrame({c: ["1"] for c in ("buyer", "item_id", "ts", "product", "event")})
+    mapping = detect_columns(frame, "m.csv", given={"user": "buyer", "item": "product"})
+    assert mapping == ColumnMapping("buyer", "product", "ts", None, "event")
+    with pytest.raises(DataError, match=r"The item column 'nope' is not in 'm.csv' \(columns"):
+        detect_columns(frame, "m.csv", given={"user": "buyer", "item": "nope"})
+    with pytest.raises(DataError, match="mapped as both user and item"):
+        detect_columns(frame, "m.csv", given={"user": "buyer", "item": "buyer"})
 
 
 # --------------------------------------------------------------------------- timestamps
@@ -315,6 +319,18 @@ def test_event_weights_default_and_custom():
         2.0,
         1.5,
     ]
+
+
+def test_event_weights_rise_along_the_funnel_and_the_notes_say_which():
+    ds = load_interactions(EVENTS, "ev.csv", clean=CleanOptions(event_weights={"wishlist": 0.5}))
+    by_event = dict(zip(ds.events.tolist(), ds.weights.tolist(), strict=True))
+    assert by_event["view"] < by_event["cart"] < by_event["purchase"]
+    assert "event weights used: wishlist 0.5, view 1, addtocart 2, cart 2, purchase 3" in ds.notes
+    rated = csv_bytes("user_id,item_id,rating,event", "1,a,4,view", "1,b,5,cart", "2,a,3,view")
+    notes = load_interactions(rated, "r.csv").notes
+    assert "weights: the rating in column 'rating' (event types in column 'event' kept, " in (
+        " ".join(notes)
+    )
 
 
 def test_event_weight_zero_drops_that_event_type():
@@ -406,7 +422,7 @@ def naive_k_core(edges: list[tuple[int, int]], min_user: int, min_item: int) -> 
 def test_k_core_matches_brute_force(edges, min_user, min_item):
     users = np.array([u for u, _ in edges])
     items = np.array([i for _, i in edges])
-    keep, _ = _k_core(users, items, min_user, min_item)
+    keep, _ = k_core(users, items, min_user, min_item)
     assert np.flatnonzero(keep).tolist() == naive_k_core(edges, min_user, min_item)
 
 
@@ -448,6 +464,13 @@ def test_stats_by_hand():
         "train": 5,
         "valid": 2,
         "test": 2,
+        # Training interactions per user: u1 a,c; u2 a,b (too short to split); u3 c.
+        "median_history": 2.0,
+        "p90_history": 2.0,
+        # Held-out: u1 valid b, test d; u3 valid a, test b: none was bought before.
+        "repeat_share": 0.0,
+        "history_mask": "auto",
+        "masks_history": True,
     }
 
 
@@ -769,6 +792,18 @@ def test_gzip_bomb_is_refused():
     bomb = gzip.compress(b"user_id,item_id\n" + b"1,a\n" * 50_000)
     with pytest.raises(DataError, match="expands to more than"):
         read_table(bomb, "bomb.csv.gz", max_bytes=len(bomb) + 1)
+
+
+def test_gzip_members_and_zero_padding_are_read_like_gzip_does():
+    raw = csv_bytes("user_id,item_id", "1,a", "2,b", "3,c")
+    two_members = gzip.compress(raw[:20]) + gzip.compress(raw[20:])
+    # Tape and block devices pad a gzip file with zeros; gunzip ignores them.
+    frame = read_table(two_members + bytes(512), "log.csv.gz")
+    assert frame["item_id"].tolist() == ["a", "b", "c"]
+    with pytest.raises(DataError, match="has data that is not gzip after"):
+        read_table(two_members + b"PK", "log.csv.gz")
+    with pytest.raises(DataError, match="is an incomplete gzip file"):
+        read_table(two_members[:-6], "log.csv.gz")
 
 
 def test_parquet_rows_are_counted_from_one():

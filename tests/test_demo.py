@@ -1,4 +1,4 @@
-"""Tests for the built-in demo shop (core.demo): determinism, schema, realism, learnability."""
+"""Tests for the built-in demo shop (core.ingestion.demo): determinism, schema, realism, learnability."""
 
 from __future__ import annotations
 
@@ -8,17 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import core.demo as demo
+import core.ingestion.demo as demo
 from core.dataset import gini
-from core.demo import (
-    CATEGORIES,
-    EVENT_TYPES,
-    MAIN,
-    DemoConfig,
-    demo_content_hash,
-    generate_demo,
-)
 from core.errors import ConfigError
+from core.ingestion.demo import EVENT_TYPES, DemoConfig, demo_content_hash, generate_demo
+from core.ingestion.demo_catalog import MAIN, shop_spec
 
 SMALL = DemoConfig(scale=0.1)
 
@@ -111,7 +105,7 @@ def test_catalog_is_readable_and_unique(shop):
     assert not titles.str.contains(r"\bnan\b|\bNone\b|\{|\}|  ", regex=True).any()
     assert (titles == titles.str.strip()).all()
     assert titles.str.len().between(8, 80).all()
-    assert set(cat["category"]) == {c.name for c in CATEGORIES}
+    assert set(cat["category"]) == {c.name for c in shop_spec().categories}
     assert 15 <= cat["category"].nunique() <= 25
     # A few thousand products spread over every category, none dominating.
     assert cat["category"].value_counts().max() < 0.1 * len(cat)
@@ -205,7 +199,7 @@ def test_consumables_are_reordered_at_regular_intervals(shop):
 
 def _main_product_line(title: str) -> str | None:
     """The platform (line) of a main product's title, or None for any other product."""
-    for category in CATEGORIES:
+    for category in shop_spec().categories:
         for kind in category.kinds:
             if kind.role != MAIN:
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import json
 import lzma
 import random
 import zipfile
@@ -240,7 +241,52 @@ def files() -> dict[str, bytes]:
         "catalog_no_title_column.csv": b"item_id,colour\ni1,red\ni2,blue\n",
         "catalog_nonnumeric_price.csv": b"item_id,title,price\ni1,Hat,$5\ni2,Socks,4\n",
     }
+    out.update(json_lines())
     return out
+
+
+def jsonl(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+def json_lines() -> dict[str, bytes]:
+    """JSON Lines cases: the same checks and sentences as CSV, naming the line and field."""
+    good = [{"user_id": u, "item_id": i, "timestamp": t} for u, i, t in GOOD_ROWS]
+    numeric = [{"user_id": 1, "item_id": 10, "timestamp": T0}, {"user_id": 2, "item_id": 10.0}]
+    numeric[1]["timestamp"] = T0 + 1
+    numeric.append({"user_id": 1, "item_id": 20, "timestamp": T0 + 2})
+    first, second, *rest = good
+    return {
+        "good_log.jsonl": jsonl(good),
+        "good_log.ndjson.gz": gz(jsonl(good)),
+        "jsonl_blank_lines_crlf.jsonl": jsonl(good[:4]).replace(b"\n", b"\r\n")
+        + b"\n   \n"
+        + jsonl(good[4:]),
+        "jsonl_numeric_ids.jsonl": jsonl(numeric),
+        "jsonl_nested_user.jsonl": jsonl(
+            [{**row, "user_id": {"id": row["user_id"]}} for row in good]
+        ),
+        "jsonl_nested_later.jsonl": jsonl([first, second, {**rest[0], "user_id": {"id": "u9"}}]),
+        "jsonl_missing_item.jsonl": jsonl([first]) + b"\n" + jsonl([second, {"user_id": "u3"}]),
+        "jsonl_mixed_id_types.jsonl": jsonl([{**first, "user_id": 1}, second]),
+        "jsonl_invalid_line.jsonl": jsonl([first]) + b'{"user_id": "u2", "item_id": "i1"\n',
+        "json_array.json": json.dumps(good).encode(),
+        "jsonl_two_objects_per_line.jsonl": jsonl([first])[:-1] + b" " + jsonl(good[1:]),
+        "jsonl_huge_int_ids.jsonl": jsonl(
+            [{**row, "item_id": 10**22 + k} for k, row in enumerate(good)]
+        ),
+        "jsonl_duplicate_field.jsonl": b'{"user_id": "u1", "user_id": "u2", "item_id": "i1"}\n',
+        "jsonl_string_lines.jsonl": b'"u1,i1"\n"u2,i2"\n',
+        "jsonl_latin1.jsonl": jsonl([first])
+        + '{"user_id": "Jos\u00e9", "item_id": "i1"}\n'.encode("latin-1"),
+        "jsonl_bad_timestamp.jsonl": jsonl(
+            [{**first, "timestamp": "2020-09-13 12:28:21"}, {**second, "timestamp": "yesterday"}]
+        ),
+        "jsonl_one_field.jsonl": b'{"user_id": "u1"}\n{"user_id": "u2"}\n',
+        "jsonl_unknown_event.jsonl": jsonl(
+            [{**first, "event": "view"}, {**second, "event": "teleport"}]
+        ),
+    }
 
 
 def main() -> None:

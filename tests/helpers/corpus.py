@@ -6,13 +6,14 @@ file name the client sent) plus the outcome it must have:
 - ``expect=LOADS``: it is valid, if odd; it loads, its content is checked, it is registered
   in the store and read back unchanged;
 - otherwise ``expect`` is a fragment of the `DataError` message it must raise; the message
-  must be one clear sentence naming the file (as `core.data.display_name` shows it) and
-  saying what to do, and neither the store nor the data directory may hold anything new.
+  must be one clear sentence naming the file (as `core.ingestion.messages.display_name`
+  shows it) and saying what to do, and neither the store nor the data directory may hold
+  anything new.
 
-`run_case` goes through the same path as the Data page: `core.data.load_interactions`,
-then `core.registry.register_dataset` only when loading succeeded. It never raises; it
-returns an `Outcome` whose ``problems`` list says what went wrong, so that a benchmark can
-count failures and a test can show them.
+`run_case` goes through the same path as the Data page:
+`core.ingestion.build.load_interactions`, then `core.ingestion.registry.register_dataset`
+only when loading succeeded. It never raises; it returns an `Outcome` whose ``problems``
+list says what went wrong, so that a benchmark can count failures and a test can show them.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data import CleanOptions, display_name, load_interactions
 from core.dataset import SPLIT_TEST, SPLIT_TRAIN, SPLIT_VALID, InteractionData
 from core.errors import DataError
+from core.ingestion.build import load_interactions
+from core.ingestion.messages import display_name
+from core.ingestion.options import CleanOptions
 
 CORPUS_DIR = Path(__file__).resolve().parent.parent / "corpus"
 LOADS = "<loads>"
@@ -171,7 +174,7 @@ def leftovers(home: Path) -> list[str]:
 # --------------------------------------------------------------------------- running
 def run_case(case: Case, home: Path) -> Outcome:
     """Upload ``case`` into the empty data directory ``home`` (DISTILLERY_HOME points there)."""
-    from core.registry import load_dataset, register_dataset
+    from core.ingestion.registry import load_dataset, register_dataset
     from core.store import Store
 
     outcome = Outcome(case.name, case.origin, case.expect)
@@ -421,6 +424,25 @@ FILE_CASES: list[Case] = [
     _with_catalog("catalog_ids_match_nothing.csv", "None of the 2 item ids"),
     _with_catalog("catalog_no_title_column.csv", "has no title, category or price column"),
     _with_catalog("catalog_nonnumeric_price.csv", "the non-numeric price '$5'"),
+    # JSON Lines: the same checks and sentences, naming the line and the field
+    _file("good_log.jsonl", LOADS, check=good_log),
+    _file("good_log.ndjson.gz", LOADS, check=good_log),
+    _file("jsonl_blank_lines_crlf.jsonl", LOADS, check=good_log),
+    _file("jsonl_numeric_ids.jsonl", LOADS, check=exact_ids({"1", "2"}, {"10", "20"}, 3)),
+    _file("jsonl_nested_user.jsonl", "holds nested values (objects, the first on line 1)"),
+    _file("jsonl_nested_later.jsonl", "has an object in field 'user_id' on line 3"),
+    _file("jsonl_missing_item.jsonl", "a missing or empty item id in field 'item_id' on line 4"),
+    _file("jsonl_mixed_id_types.jsonl", "has a string in field 'user_id' on line 2"),
+    _file("jsonl_invalid_line.jsonl", "has invalid JSON on line 2"),
+    _file("json_array.json", "is a JSON array, not JSON Lines"),
+    _file("jsonl_two_objects_per_line.jsonl", "has more than one JSON object on line 1"),
+    _file("jsonl_huge_int_ids.jsonl", "too large to read exactly (the first on line 1)"),
+    _file("jsonl_duplicate_field.jsonl", "has the field 'user_id' twice on line 1"),
+    _file("jsonl_string_lines.jsonl", "has a string on line 1, not an object"),
+    _file("jsonl_latin1.jsonl", "is not UTF-8 text: byte b'\\xe9' on line 2"),
+    _file("jsonl_bad_timestamp.jsonl", "the unparseable timestamp 'yesterday' in field"),
+    _file("jsonl_one_field.jsonl", "has fewer than two fields"),
+    _file("jsonl_unknown_event.jsonl", "the event type 'teleport' in field 'event' on line 2"),
 ]
 
 

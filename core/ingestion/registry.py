@@ -8,28 +8,26 @@ returns the existing dataset rather than a copy.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import secrets
 import shutil
-import threading
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core import paths
 from core.dataset import InteractionData
 from core.errors import DataError, StoreError
-from core.store import DatasetRecord, Store
+from core.records import DatasetRecord
+from core.store import Store
 
+# Datasets kept in memory: the pages, the job runner and the handoff reload the same few.
 _CACHE_SIZE = 4
-_cache: OrderedDict[tuple[int, str], InteractionData] = OrderedDict()
-_cache_lock = threading.Lock()
 
 
 def fingerprint(data: InteractionData) -> str:
@@ -39,6 +37,8 @@ def fingerprint(data: InteractionData) -> str:
         h.update(np.ascontiguousarray(arr).tobytes())
     for ids in (data.user_ids, data.item_ids, data.titles):
         h.update("\x1f".join(map(str, ids)).encode())
+    if data.history_mask != "auto":  # another evaluation protocol: another dataset
+        h.update(f"history_mask={data.history_mask}".encode())
     return h.hexdigest()
 
 
@@ -86,6 +86,7 @@ def _write_files(data: InteractionData, tmp: Path) -> None:
         "content_hash": data.content_hash,
         "split_method": data.split_method,
         "split_seed": data.split_seed,
+        "history_mask": data.history_mask,
         "notes": list(data.notes),
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -116,7 +117,12 @@ def register_dataset(store: Store, data: InteractionData, *, source: str) -> Dat
                 "raw_content_hash": data.content_hash,
                 "notes": list(data.notes),
             },
-            split={"method": data.split_method, "seed": data.split_seed},
+            split={
+                "method": data.split_method,
+                "seed": data.split_seed,
+                "history_mask": data.history_mask,
+                "masks_history": data.masks_history,
+            },
             parquet_path=folder,
         )
     except BaseException:
@@ -163,6 +169,7 @@ def read_dataset(folder: Path) -> InteractionData:
         content_hash=meta["content_hash"],
         split_method=meta["split_method"],
         split_seed=int(meta["split_seed"]),
+        history_mask=str(meta.get("history_mask", "auto")),
         events=events,
         notes=tuple(meta.get("notes", ())),
     )
@@ -171,25 +178,24 @@ def read_dataset(folder: Path) -> InteractionData:
 def load_dataset(store: Store, dataset_id: int) -> InteractionData:
     """The InteractionData of a registered dataset (a few recent ones are kept in memory)."""
     record = store.get_dataset(dataset_id)
-    key = (record.id, record.content_hash)
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    if record.parquet_path is None or not record.parquet_path.exists():
+    folder = record.parquet_path
+    if folder is None or not folder.exists():
         raise DataError(
             f"The files of dataset {record.name!r} are missing from the data directory; load it again."
         )
-    data = read_dataset(record.parquet_path)
-    with _cache_lock:
-        _cache[key] = data
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return data
+    try:
+        written_ns = (folder / "meta.json").stat().st_mtime_ns
+    except OSError:
+        written_ns = 0  # read_dataset says what is wrong with the folder
+    return _cached_dataset(folder.resolve(), record.content_hash, written_ns)
 
 
-def catalog_frame(data: InteractionData) -> pd.DataFrame:
-    """The catalog with popularity, for previews."""
-    frame = data.describe_items(np.arange(data.n_items))
-    frame["train_interactions"] = data.item_popularity
-    return frame
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _cached_dataset(folder: Path, content_hash: str, written_ns: int) -> InteractionData:
+    """`read_dataset`, remembered per (folder, fingerprint, time the folder was written).
+
+    The folder lies under the data directory, so another ``DISTILLERY_HOME`` is another
+    entry; a folder written again (a dataset whose files had gone missing) has a new time.
+    Neither can return a stale dataset. A failed read raises and is not remembered.
+    """
+    return read_dataset(folder)
