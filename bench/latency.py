@@ -37,8 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.distill import DistillConfig  # noqa: E402
-from core.export import check_parity, evaluate_onnx, export_onnx, quantize_int8  # noqa: E402
-from core.latency import LatencyRecord, benchmark_model, machine_info  # noqa: E402
 from core.pipeline import (  # noqa: E402
     STUDENT_MODEL,
     STUDENT_TRAIN,
@@ -48,6 +46,13 @@ from core.pipeline import (  # noqa: E402
     load_demo_dataset,
     train_and_evaluate,
 )
+from core.serving.export import evaluate_onnx, export_onnx, quantize_int8  # noqa: E402
+from core.serving.latency import (  # noqa: E402
+    LatencyMeasurement,
+    benchmark_model,
+    machine_info,
+)
+from core.serving.parity import check_parity  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 K = 10
@@ -91,7 +96,7 @@ def train(data, quick: bool, log):
     return teacher, student
 
 
-def median_round(records: list[LatencyRecord]) -> LatencyRecord:
+def median_round(records: list[LatencyMeasurement]) -> LatencyMeasurement:
     order = np.argsort([r.p50_ms for r in records])
     return records[int(order[len(order) // 2])]
 
@@ -172,36 +177,22 @@ def main(argv: list[str] | None = None) -> int:
             f"measuring batch 1 ({args.rounds} rounds x {args.iters} requests) "
             f"and batch {args.batch}, {args.threads} thread(s)"
         )
-        single: dict[tuple[str, str], list[LatencyRecord]] = {}
+
+        def measure(model, path, runtime: str, batch: int, seed: int, iters: int, budget: float):
+            (record,) = benchmark_model(
+                model, path, data, runtime=runtime, batch_sizes=(batch,), threads=args.threads,
+                k=K, seed=seed, iters=iters, time_budget_s=budget,
+            )  # fmt: skip
+            return record
+
+        single: dict[tuple[str, str], list[LatencyMeasurement]] = {}
         for round_ in range(args.rounds):
             for name, runtime, model, path, _ in forms:
-                (record,) = benchmark_model(
-                    model,
-                    path,
-                    data,
-                    runtime=runtime,
-                    batch_sizes=(1,),
-                    threads=args.threads,
-                    k=K,
-                    seed=args.seed + round_,
-                    iters=args.iters,
-                    time_budget_s=10.0,
-                )
+                record = measure(model, path, runtime, 1, args.seed + round_, args.iters, 10.0)
                 single.setdefault((name, runtime), []).append(record)
         rows = []
         for name, runtime, model, path, size in forms:
-            (bulk,) = benchmark_model(
-                model,
-                path,
-                data,
-                runtime=runtime,
-                batch_sizes=(args.batch,),
-                threads=args.threads,
-                k=K,
-                seed=args.seed,
-                iters=50,
-                time_budget_s=6.0,
-            )
+            bulk = measure(model, path, runtime, args.batch, args.seed, 50, 6.0)
             for record in (median_round(single[(name, runtime)]), bulk):
                 rows.append(
                     {

@@ -1,5 +1,6 @@
 """AppTest of the Handoff page: empty and seeded stores, ?run= preselection, preparing a
-handoff (gates, tables, the download button), editable thresholds, and app.py routing."""
+handoff (gates, tables, the download button and no zip before it is clicked), editable
+thresholds, and app.py routing."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from core import paths
 from core.store import Store
 from tests import apptest
 
@@ -71,6 +73,8 @@ def test_prepare_shows_checks_gates_and_the_bundle(seeded_home):
     assert at.metric[0].value == f"{parity.max_abs_diff:.2e}"
     buttons = at.get("download_button")
     assert len(buttons) == 1 and "bundle" in buttons[0].label
+    # The zip is built when the button is clicked, never by a rerun.
+    assert not list(paths.bundles_dir().glob("*.zip"))
     assert any("Model card" in e.label for e in at.expander)
 
     # A threshold below the measured p95 fails that gate, and only the warning changes.

@@ -1,4 +1,7 @@
-"""ONNX export, parity with PyTorch, int8 quantization and evaluation through onnxruntime."""
+"""ONNX export, parity with PyTorch, int8 quantization and evaluation through onnxruntime.
+
+The exported graph is ``Recommender.recommend``; the torch side of every check calls it.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +14,19 @@ import pytest
 import torch
 
 from core.errors import ConfigError
-from core.export import (
+from core.metrics import NO_ITEM, evaluate, jaccard_at_k
+from core.models import ModelConfig, build_model
+from core.ranking import history_mask
+from core.serving.export import (
     OnnxRecommender,
     TopKGraph,
-    check_parity,
     evaluate_onnx,
     export_onnx,
-    history_mask,
     quantize_int8,
     read_item_map,
     write_item_map,
 )
-from core.metrics import NO_ITEM, evaluate, mean_jaccard
-from core.models import ModelConfig, build_model
+from core.serving.parity import check_parity
 from core.train import TrainConfig, train_model
 from tests.factories import checkerboard
 
@@ -102,9 +105,13 @@ def test_export_round_trip(family, trained, exported, data):
         with torch.no_grad():
             full = model(context).masked_fill(exclude, -torch.inf).numpy()
             ref_items, ref_scores = (t.numpy() for t in graph(context, exclude))
+            served_items, served_scores = (t.numpy() for t in model.recommend(context, K, exclude))
         np.testing.assert_allclose(scores, np.sort(full, axis=1)[:, ::-1][:, :K], atol=1e-5)
         np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
         np.testing.assert_array_equal(items, ref_items)
+        # The graph is the model's own serving path, not a copy of it.
+        np.testing.assert_array_equal(ref_items, served_items)
+        np.testing.assert_array_equal(ref_scores, served_scores)
 
 
 @pytest.mark.parametrize("family", sorted(SMALL))
@@ -140,18 +147,25 @@ def test_exclusion_mask_is_respected(trained, exported, data):
 
 
 def test_history_mask_matches_history_matrix(data):
-    users = np.array([0, 5, 5, 39, 12, 1, 2, 3, 4, 6, 7])  # > 8 rows: the vectorised path
+    """The ``exclude`` input every request gets (``core.ranking.history_mask``)."""
+    users = np.array([0, 5, 5, 39, 12, 1, 2, 3, 4, 6, 7])
     dense = data.history_matrix("test")[users].toarray() > 0
-    np.testing.assert_array_equal(history_mask(data, users, "test"), dense)
-    np.testing.assert_array_equal(history_mask(data, users[:2], "test"), dense[:2])
+    np.testing.assert_array_equal(history_mask(data, users, "test").numpy(), dense)
+    np.testing.assert_array_equal(history_mask(data, users[:2], "test").numpy(), dense[:2])
 
 
-def test_recommender_reads_the_graph(exported):
+def test_recommender_reads_the_graph(exported, trained, data):
     seq = OnnxRecommender(exported["sasrec"].path)
     assert (seq.input_kind, seq.max_len, seq.k, seq.n_items) == ("sequence", 8, K, 12)
     assert (seq.family, seq.quantized) == ("sasrec", "fp32")
     user = OnnxRecommender(exported["mf"].path)
     assert (user.input_kind, user.max_len) == ("user", None)
+    # Its inputs come from the model's own make_context (a weightless copy, no memory).
+    users = np.array([3, 0, 39])
+    for family, runner in (("sasrec", seq), ("mf", user)):
+        expected = trained[family].make_context(data, users, "test").numpy()
+        np.testing.assert_array_equal(runner.context(data, users, "test"), expected)
+    assert seq.input_model.device.type == "meta"
 
 
 @pytest.mark.parametrize("family", sorted(SMALL))
@@ -197,7 +211,7 @@ def test_int8_model_loads_ranks_and_keeps_quality(trained, exported, data, tmp_p
     int8_items, int8_scores = OnnxRecommender(info.path).recommend(data, users)
     assert int8_items.shape == (40, K) and np.isfinite(int8_scores).all()
     assert (int8_items[:, 0] == fp32_items[:, 0]).mean() >= 0.95
-    assert mean_jaccard(int8_items[:, :3], fp32_items[:, :3]) >= 0.8
+    assert np.nanmean(jaccard_at_k(int8_items[:, :3], fp32_items[:, :3])) >= 0.8
 
     result = evaluate_onnx(info.path, None, data, ks=(K,))
     ref = evaluate(lambda u: model.score_users(data, u, "test"), data, "test", ks=(K,))

@@ -14,12 +14,37 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import handoff, paths
+from core import paths
 from core.errors import ConfigError
-from core.export import TIE_TOLERANCE, OnnxRecommender, file_sha256, history_mask
-from core.handoff import Gates, HandoffFacts
-from core.latency import RUNTIMES
-from core.registry import load_dataset
+from core.files import file_sha256
+from core.ingestion.registry import load_dataset
+from core.ranking import history_mask
+from core.serving.bundle import (
+    BUNDLE_FILES,
+    CARD_JSON,
+    CARD_MD,
+    METRICS_JSON,
+    bundle_bytes,
+    bundle_path,
+    missing_files,
+    write_bundle,
+)
+from core.serving.card import latency_frame, latency_ratios, model_card, quality_frame
+from core.serving.export import OnnxRecommender
+from core.serving.facts import HandoffFacts, collect_facts
+from core.serving.gates import NOT_MEASURED, Gates, evaluate_gates
+from core.serving.latency import RUNTIMES
+from core.serving.parity import TIE_TOLERANCE
+from core.serving.prepare import (
+    ARTIFACT_KINDS,
+    INT8_FILE,
+    ITEM_MAP_FILE,
+    ONNX_FILE,
+    SPLIT_INT8,
+    SPLIT_ONNX,
+    handoff_candidates,
+    prepare_handoff,
+)
 from core.store import Store
 
 FAST = {"iters": 15, "time_budget_s": 0.2, "parity_users": 64, "large_batch": 32}
@@ -37,7 +62,7 @@ def prepared(seeded_template, tmp_path_factory):
         with Store() as store:
             before = store.results(ids["student-soft"], "test")
             steps: list[tuple[str, float]] = []
-            result = handoff.prepare_handoff(
+            result = prepare_handoff(
                 store, ids["student-soft"], progress=lambda m, f: steps.append((m, f)), **FAST
             )
     return root, ids, result, before, steps
@@ -57,11 +82,11 @@ def test_prepare_writes_files_and_records_them(prepared, store):
     _, ids, result, _, steps = prepared
     run = store.get_run(ids["student-soft"])
     folder = paths.run_dir(run.id)
-    for name in (handoff.ONNX_FILE, handoff.INT8_FILE, handoff.ITEM_MAP_FILE):
+    for name in (ONNX_FILE, INT8_FILE, ITEM_MAP_FILE):
         assert (folder / name).is_file()
-    assert run.onnx_path == folder / handoff.ONNX_FILE
+    assert run.onnx_path == folder / ONNX_FILE
     recorded = {a.path.name: a for a in store.artifacts(run.id)}
-    for name, kind in handoff.ARTIFACT_KINDS.items():
+    for name, kind in ARTIFACT_KINDS.items():
         assert recorded[name].kind == kind
         assert recorded[name].sha256 == file_sha256(folder / name)
         assert recorded[name].bytes == (folder / name).stat().st_size
@@ -69,7 +94,7 @@ def test_prepare_writes_files_and_records_them(prepared, store):
     assert [f for _, f in steps] == sorted(f for _, f in steps) and steps[-1] == ("done", 1.0)
     # the teacher is exported beside its own checkpoint, so its ratio is measured
     teacher = store.get_run(ids["teacher"])
-    assert teacher.onnx_path == paths.run_dir(teacher.id) / handoff.ONNX_FILE
+    assert teacher.onnx_path == paths.run_dir(teacher.id) / ONNX_FILE
     assert teacher.onnx_path.is_file()
 
 
@@ -102,8 +127,8 @@ def test_onnx_results_have_their_own_splits_and_torch_results_stay(prepared, sto
     _, ids, result, before, _ = prepared
     run_id = ids["student-soft"]
     assert store.results(run_id, "test") == before  # PyTorch's results untouched
-    onnx = store.results(run_id, handoff.SPLIT_ONNX)
-    int8 = store.results(run_id, handoff.SPLIT_INT8)
+    onnx = store.results(run_id, SPLIT_ONNX)
+    int8 = store.results(run_id, SPLIT_INT8)
     assert set(onnx) == set(int8) and "ndcg@10" in onnx and "tail_recall@10" in onnx
     assert onnx == pytest.approx(result.onnx_metrics) and int8 == pytest.approx(result.int8_metrics)
     # fp32 through onnxruntime ranks like PyTorch (parity agreement is 1 here)
@@ -122,15 +147,15 @@ def test_int8_model_loads_and_ranks(prepared, store):
     assert items.shape == (20, 10)
     assert ((items >= 0) & (items < data.n_items)).all()
     assert all(len(set(row)) == 10 for row in items)
-    assert not history_mask(data, users)[np.arange(20)[:, None], items].any()
+    assert not history_mask(data, users).numpy()[np.arange(20)[:, None], items].any()
     assert (np.diff(scores, axis=1) <= TIE_TOLERANCE).all()  # best first
 
 
 def test_prepare_refuses_runs_that_cannot_be_handed_off(prepared, store):
     _, ids, *_ = prepared
     with pytest.raises(ConfigError, match="popularity"):
-        handoff.prepare_handoff(store, ids["popularity"], **FAST)
-    candidates = [r.id for r in handoff.handoff_candidates(store)]
+        prepare_handoff(store, ids["popularity"], **FAST)
+    candidates = [r.id for r in handoff_candidates(store)]
     assert candidates == sorted([ids["student-soft"], ids["student-no-teacher"]], reverse=True)
 
 
@@ -138,18 +163,18 @@ def test_prepare_again_replaces_files_and_adds_fresh_rows(seeded_home):
     _, ids = seeded_home
     run_id = ids["student-soft"]
     with Store() as store:
-        first = handoff.prepare_handoff(store, run_id, **FAST)
+        first = prepare_handoff(store, run_id, **FAST)
         teacher_onnx = store.get_run(ids["teacher"]).onnx_path
         exported_at = teacher_onnx.stat().st_mtime_ns
-        second = handoff.prepare_handoff(store, run_id, **FAST)
+        second = prepare_handoff(store, run_id, **FAST)
         assert second.token != first.token
         assert len(store.latencies(run_id)) == 2 * len(first.latencies)
         assert len(store.parities(run_id)) == 2
-        assert len(store.artifacts(run_id)) == len(handoff.ARTIFACT_KINDS) + 1  # + checkpoint
-        assert store.results(run_id, handoff.SPLIT_ONNX) == pytest.approx(second.onnx_metrics)
+        assert len(store.artifacts(run_id)) == len(ARTIFACT_KINDS) + 1  # + checkpoint
+        assert store.results(run_id, SPLIT_ONNX) == pytest.approx(second.onnx_metrics)
         assert second.onnx.sha256 == first.onnx.sha256  # the export is deterministic
         assert teacher_onnx.stat().st_mtime_ns == exported_at  # teacher export reused
-        facts = handoff.collect_facts(store, run_id)
+        facts = collect_facts(store, run_id)
         served = [r for r in second.latencies if r.runtime == "onnxruntime" and r.batch == 1]
         assert facts.p95_ms == served[0].p95  # the newest preparation's rows
 
@@ -159,10 +184,10 @@ def test_facts_come_from_the_store(prepared, store):
     _, ids, result, _, _ = prepared
     run_id = ids["student-soft"]
     for choice, split, file in (
-        ("fp32", handoff.SPLIT_ONNX, handoff.ONNX_FILE),
-        ("int8", handoff.SPLIT_INT8, handoff.INT8_FILE),
+        ("fp32", SPLIT_ONNX, ONNX_FILE),
+        ("int8", SPLIT_INT8, INT8_FILE),
     ):
-        facts = handoff.collect_facts(store, run_id, handoff=choice)
+        facts = collect_facts(store, run_id, handoff=choice)
         assert facts.ndcg == store.results(run_id, split)["ndcg@10"]
         assert facts.size_bytes == (paths.run_dir(run_id) / file).stat().st_size
         runtime = facts.runtime
@@ -181,21 +206,22 @@ def test_facts_come_from_the_store(prepared, store):
         "popularity",
     ]
     assert facts.metrics[3]["ndcg@10 kept %"] == pytest.approx(100.0)
-    assert len(handoff.latency_frame(facts)) == 2 * len(RUNTIMES) + 1
-    assert handoff.quality_frame(facts)["ndcg@10"].iloc[1] == facts.metrics[1]["ndcg@10"]
+    assert len(latency_frame(facts)) == 2 * len(RUNTIMES) + 1
+    assert quality_frame(facts)["ndcg@10"].iloc[1] == facts.metrics[1]["ndcg@10"]
 
 
 def test_unprepared_run_fails_every_measured_gate(prepared, store):
     _, ids, *_ = prepared
-    facts = handoff.collect_facts(store, ids["student-no-teacher"])
+    facts = collect_facts(store, ids["student-no-teacher"])
     assert not facts.is_prepared and facts.twin_id is None
-    results = {g.name: g for g in handoff.evaluate_gates(facts, Gates())}
+    results = {g.name: g for g in evaluate_gates(facts, Gates())}
     assert not any(g.passed for g in results.values())
     assert "trained without a teacher" in results["beats_twin"].sentence
     for name in ("quality_kept", "p95_latency", "size", "parity", "topk_agreement"):
-        assert handoff.NOT_MEASURED in results[name].sentence
+        assert NOT_MEASURED in results[name].sentence
     with pytest.raises(ConfigError, match="Prepare handoff"):
-        handoff.write_bundle(store, ids["student-no-teacher"])
+        write_bundle(store, ids["student-no-teacher"])
+    assert missing_files(store, ids["student-no-teacher"]) == list(ARTIFACT_KINDS)
 
 
 def _card_latency(card: dict, model: str, runtime: str, batch: int) -> dict:
@@ -210,16 +236,16 @@ def _card_latency(card: dict, model: str, runtime: str, batch: int) -> dict:
 def test_bundle_unzips_to_the_listed_files_and_the_card_equals_the_store(prepared, store):
     _, ids, result, _, _ = prepared
     run_id = ids["student-soft"]
-    path = handoff.write_bundle(store, run_id, handoff="int8")
+    path = write_bundle(store, run_id, handoff="int8")
     assert path.parent == paths.bundles_dir() and path.suffix == ".zip"
     with zipfile.ZipFile(path) as archive:
-        assert archive.namelist() == list(handoff.BUNDLE_FILES)
+        assert archive.namelist() == list(BUNDLE_FILES)
         files = {name: archive.read(name) for name in archive.namelist()}
     folder = paths.run_dir(run_id)
-    for name in (handoff.ONNX_FILE, handoff.INT8_FILE, handoff.ITEM_MAP_FILE):
+    for name in (ONNX_FILE, INT8_FILE, ITEM_MAP_FILE):
         assert files[name] == (folder / name).read_bytes()
-    card = json.loads(files[handoff.CARD_JSON])
-    assert card["handoff"]["artifact"] == handoff.INT8_FILE
+    card = json.loads(files[CARD_JSON])
+    assert card["handoff"]["artifact"] == INT8_FILE
 
     metrics = {(m["row"], m["runtime"]): m for m in card["metrics"]}
     assert metrics[("this run", "torch")]["ndcg@10"] == store.results(run_id)["ndcg@10"]
@@ -261,23 +287,23 @@ def test_bundle_unzips_to_the_listed_files_and_the_card_equals_the_store(prepare
         "n_users": parity.n_users,
     }
     sizes = {a.path.name: a.bytes for a in store.artifacts(run_id)}
-    assert card["sizes"]["onnx_bytes"] == sizes[handoff.ONNX_FILE] == len(files[handoff.ONNX_FILE])
-    assert card["sizes"]["int8_bytes"] == sizes[handoff.INT8_FILE]
+    assert card["sizes"]["onnx_bytes"] == sizes[ONNX_FILE] == len(files[ONNX_FILE])
+    assert card["sizes"]["int8_bytes"] == sizes[INT8_FILE]
     assert card["sizes"]["params"] == store.get_run(run_id).num_params
     assert card["dataset"]["content_hash"] == store.get_dataset(ids["dataset"]).content_hash
     assert card["environment"]["cpu"] == teacher_rec.env["cpu"]
     size_gate = next(g for g in card["gates"] if g["name"] == "size")
-    assert size_gate["measured"] == sizes[handoff.INT8_FILE] / 1e6
+    assert size_gate["measured"] == sizes[INT8_FILE] / 1e6
 
-    saved = json.loads(files[handoff.METRICS_JSON])
+    saved = json.loads(files[METRICS_JSON])
     assert saved["results"]["test-onnx"] == store.results(run_id, "test-onnx")
     assert saved["parity"][0]["max_abs_diff"] == parity.max_abs_diff
 
-    markdown = files[handoff.CARD_MD].decode()
+    markdown = files[CARD_MD].decode()
     assert f"{teacher_ndcg:.4f}" in markdown and f"{served['p50_ms']:.3f}" in markdown
     assert f"{parity.max_abs_diff:.2e}" in markdown and "## Known limits" in markdown
     # the same store state gives the same bytes
-    assert handoff.write_bundle(store, run_id, handoff="int8").read_bytes() == path.read_bytes()
+    assert write_bundle(store, run_id, handoff="int8").read_bytes() == path.read_bytes()
     assert not list(path.parent.glob("*.tmp"))
 
 
@@ -308,7 +334,7 @@ def test_card_escapes_user_text_and_survives_missing_numbers():
         sizes={"params": None, "fp32_weights_bytes": None, "onnx_bytes": None, "int8_bytes": None},
         environment={"cpu": "CPU <i>x</i>"},
     )
-    markdown, card = handoff.model_card(facts, Gates())
+    markdown, card = model_card(facts, Gates())
     json.dumps(card, allow_nan=False)  # NaN became null
     assert card["dataset"]["name"] == name  # JSON keeps the text as it is
     assert "<script>" not in markdown and "<b>" not in markdown and "<i>" not in markdown
@@ -316,7 +342,7 @@ def test_card_escapes_user_text_and_survives_missing_numbers():
     assert "\\`evil\\`" in markdown
     # the config's own backticks cannot close the fence around it
     assert "````json" in markdown and "\n# " not in markdown  # JSON keeps "\n" escaped
-    empty, _ = handoff.model_card(HandoffFacts(), Gates())  # nothing known still renders
+    empty, _ = model_card(HandoffFacts(), Gates())  # nothing known still renders
     assert "Gates passed: 0 of 6" in empty
 
 
@@ -334,11 +360,11 @@ PASSING = HandoffFacts(
 
 
 def verdicts(facts: HandoffFacts, gates: Gates | None = None) -> dict[str, bool]:
-    return {g.name: g.passed for g in handoff.evaluate_gates(facts, gates or Gates())}
+    return {g.name: g.passed for g in evaluate_gates(facts, gates or Gates())}
 
 
 def test_every_gate_passes_exactly_at_its_threshold():
-    results = handoff.evaluate_gates(PASSING, Gates())
+    results = evaluate_gates(PASSING, Gates())
     assert [g.name for g in results] == [
         "quality_kept",
         "beats_twin",
@@ -402,7 +428,7 @@ def test_thresholds_are_editable():
 def test_missing_twin_and_teacher_fail_with_a_sentence():
     results = {
         g.name: g
-        for g in handoff.evaluate_gates(
+        for g in evaluate_gates(
             replace(PASSING, twin_id=None, twin_ndcg=None, teacher_ndcg=None), Gates()
         )
     }
@@ -451,9 +477,9 @@ def test_hand_built_card_numbers_match_the_facts():
             },
         ),  # fmt: skip
     )
-    ratios = handoff.latency_ratios(facts)
+    ratios = latency_ratios(facts)
     assert ratios == {"teacher_over_served_p50": 8.0, "torch_over_onnxruntime_p50": 3.0}
-    markdown, card = handoff.model_card(
+    markdown, card = model_card(
         replace(facts, run={**handoff_run_stub()}, dataset=dataset_stub()), Gates()
     )
     assert card["all_gates_passed"] is True and "8.0x" in markdown and "3.00x" in markdown
@@ -488,9 +514,11 @@ def dataset_stub() -> dict:
 
 def test_bundle_zip_is_readable_from_bytes(prepared, store):
     _, ids, *_ = prepared
-    payload = handoff.write_bundle(store, ids["student-soft"]).read_bytes()
+    payload = write_bundle(store, ids["student-soft"]).read_bytes()
+    assert bundle_bytes(store, ids["student-soft"]) == payload  # what the page downloads
+    assert missing_files(store, ids["student-soft"]) == []
     with zipfile.ZipFile(io.BytesIO(payload)) as archive:
         assert archive.testzip() is None
-        card = json.loads(archive.read(handoff.CARD_JSON))
-    assert card["handoff"]["artifact"] == handoff.ONNX_FILE
-    assert Path(handoff.bundle_path(ids["student-soft"])).exists()
+        card = json.loads(archive.read(CARD_JSON))
+    assert card["handoff"]["artifact"] == ONNX_FILE
+    assert Path(bundle_path(ids["student-soft"])).exists()

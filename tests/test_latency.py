@@ -10,18 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-import core.latency as latency
+import core.serving.latency as latency
 from core.errors import ConfigError
-from core.export import export_onnx, quantize_int8
-from core.latency import (
-    LatencyRecord,
+from core.models import ModelConfig, build_model
+from core.serving.export import export_onnx, quantize_int8
+from core.serving.latency import (
+    LatencyMeasurement,
     benchmark_model,
     machine_info,
     measure_latency,
     request_users,
-    size_report,
 )
-from core.models import ModelConfig, build_model
 from tests.factories import checkerboard
 
 
@@ -57,7 +56,6 @@ def test_measure_latency_with_a_fake_clock(monkeypatch):
     assert result.p50_ms == pytest.approx(52.5)
     assert result.p95_ms == pytest.approx(3 + 0.95 * 99)
     assert result.p99_ms == pytest.approx(3 + 0.99 * 99)
-    assert result.mean_ms == pytest.approx(52.5)
     total_s = sum(range(3, 103)) / 1000.0
     assert result.qps == pytest.approx(4 * 100 / total_s)
     assert (result.batch, result.iters) == (4, 100)
@@ -84,13 +82,23 @@ def test_benchmark_model_records(runtime, sasrec, data):
     assert torch.get_num_threads() == threads_before
     assert [r.batch for r in records] == [1, 7]
     for record in records:
-        assert isinstance(record, LatencyRecord)
+        assert isinstance(record, LatencyMeasurement)
         assert record.runtime == runtime and record.threads == 1
         assert 10 <= record.iters <= 12
         assert 0 < record.p50_ms <= record.p95_ms <= record.p99_ms
         assert record.qps > 0
         assert set(record.to_dict()) >= {"runtime", "batch", "p50_ms", "p95_ms", "p99_ms", "qps"}
     model.eval()
+
+
+def test_torch_requests_are_timed_through_recommend(sasrec, data, monkeypatch):
+    """PyTorch is timed on the serving path the ONNX graph is traced from."""
+    model, _, _ = sasrec
+    calls = []
+    serve = model.recommend
+    monkeypatch.setattr(model, "recommend", lambda *a, **kw: calls.append(a[1]) or serve(*a, **kw))
+    benchmark_model(model, None, data, runtime="torch", batch_sizes=(1,), k=3, warmup=2, iters=10)
+    assert len(calls) >= 10 and set(calls) == {3}
 
 
 def test_benchmark_model_needs_the_right_inputs(sasrec, data):
@@ -109,19 +117,6 @@ def test_request_users_are_seeded_eval_users(data):
     assert len(a) == 3 and all(len(x) == 5 for x in a)
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert set(np.concatenate(a)) <= set(data.eval_users("test"))
-
-
-def test_size_report_counts_by_hand(data, sasrec, tmp_path):
-    model = build_model(ModelConfig(family="mf", dim=4), data.n_users, data.n_items)
-    path = export_onnx(model, tmp_path / "mf.onnx", k=3).path
-    report = size_report(model, path, None)
-    params = 40 * 4 + 12 * 4 + 12  # user and item embeddings, item bias
-    assert report["params"] == params
-    assert report["fp32_bytes"] == 4 * params
-    assert report["onnx_bytes"] == (tmp_path / "mf.onnx").stat().st_size > 4 * params
-    assert report["int8_bytes"] is None
-    _, fp32, int8 = sasrec
-    assert size_report(sasrec[0], fp32, int8)["int8_bytes"] > 0
 
 
 def test_machine_info_names_what_latency_depends_on():

@@ -18,8 +18,9 @@ import onnxruntime as ort
 import pytest
 from playwright.sync_api import expect
 
-from core.handoff import BUNDLE_FILES, CARD_JSON, CARD_MD, INT8_FILE, ITEM_MAP_FILE, ONNX_FILE
-from core.handoff import METRICS_JSON as METRICS_FILE
+from core.serving.bundle import BUNDLE_FILES, CARD_JSON, CARD_MD
+from core.serving.bundle import METRICS_JSON as METRICS_FILE
+from core.serving.prepare import INT8_FILE, ITEM_MAP_FILE, ONNX_FILE
 from tests.e2e.conftest import App, Demo
 
 pytestmark = pytest.mark.e2e

@@ -1,6 +1,8 @@
-"""ONNX export of a trained recommender for the serving team, and the checks before handoff.
+"""ONNX export of a trained recommender for the serving team, and running it with onnxruntime.
 
-The exported graph is what a serving team calls per request:
+The exported graph is :meth:`Recommender.recommend` itself (scores, exclusion, top-K,
+built on :func:`core.ranking.top_k`), traced, so what a serving team calls per request is
+the very code that the metrics, the Compare page and the latency checks rank with:
 
 - inputs: ``context`` int64 ``[B]`` dense user indices (``input_kind == "user"``) or
   ``[B, L]`` left-padded item histories (item index + 1, 0 = padding, L = ``max_len``);
@@ -10,6 +12,11 @@ The exported graph is what a serving team calls per request:
   ``top_scores`` float32 ``[B, K]``. Excluded items get ``-inf`` before the in-graph TopK,
   so a ``-inf`` score means "no item" (only when fewer than K items are eligible);
   ``OnnxRecommender.topk`` turns those slots into ``-1`` like ``core.metrics`` does.
+
+Requests built from the dataset get their ``context`` from the model's own
+``make_context`` and their ``exclude`` from :func:`core.ranking.history_mask`, on either
+runtime, so both see identical inputs. The parity check lives in
+:mod:`core.serving.parity`.
 
 The batch axis is dynamic; K, ``n_items`` and L are fixed at export time and also written
 into the model's metadata (``distillery.*`` keys). Dense indices map back to the shop's
@@ -25,7 +32,7 @@ Design choices:
   transposed duplicate. Its per-node debug metadata (stack traces with local file paths)
   is stripped so that the file is identical wherever it is exported.
 - No full-score output: serving never needs it. Parity compares the top-K scores (the
-  torch side runs the very same wrapper module), and the full-ranking evaluation through
+  torch side runs the very same ``recommend``), and the full-ranking evaluation through
   onnxruntime rebuilds a dense score row that is ``-inf`` except at the graph's top-K
   items. With the history passed as ``exclude`` and K >= the evaluation K, its top-K, and
   therefore every top-K metric, is identical to scoring the full catalog.
@@ -38,14 +45,12 @@ Design choices:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
-import os
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from copy import deepcopy
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,17 +62,16 @@ import pandas as pd
 import torch
 from torch import nn
 
-from core.dataset import InteractionData, pad_sequences, stage_code
+from core.dataset import InteractionData
 from core.errors import ConfigError
+from core.files import atomic_path, file_sha256
 from core.metrics import NO_ITEM, EvalResult, ScoreFn, evaluate
-from core.models import Recommender, build_model
+from core.models import ModelConfig, Recommender, build_model
+from core.ranking import history_mask
 
 CONTEXT, EXCLUDE = "context", "exclude"
 TOP_ITEMS, TOP_SCORES = "top_items", "top_scores"
 META_PREFIX = "distillery."
-# Two ranked items closer than this count as tied in the parity check (float32 noise
-# between two runtimes is ~1e-7 relative; real score gaps are far larger).
-TIE_TOLERANCE = 1e-5
 # torch.export traces through process-wide state, and the exporter's log silencing below
 # touches global loggers: one export or quantization at a time per process.
 _EXPORT_LOCK = threading.Lock()
@@ -92,24 +96,11 @@ class ExportInfo:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class ParityResult:
-    """PyTorch vs onnxruntime on the same requests (see ``check_parity``)."""
-
-    max_abs_diff: float
-    topk_agreement: float
-    n_users: int
-    k: int
-
-    def passed(self, max_diff: float = 1e-4, min_agreement: float = 0.99) -> bool:
-        return self.max_abs_diff < max_diff and self.topk_agreement >= min_agreement
-
-
 class TopKGraph(nn.Module):
-    """The served computation: scores -> exclusion -> top-K. Exported, and run eagerly.
+    """The served computation, :meth:`Recommender.recommend` with a fixed K, as a module.
 
-    Using the same module for the export and for PyTorch-side parity and latency means
-    both runtimes do exactly the same work per request.
+    ``torch.onnx.export`` traces a module's ``forward``; this one only calls the model's
+    ``recommend``, so the graph holds no ranking code of its own.
     """
 
     def __init__(self, model: Recommender, k: int):
@@ -118,34 +109,10 @@ class TopKGraph(nn.Module):
         self.k = int(k)
 
     def forward(self, context: torch.Tensor, exclude: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        scores = self.model(context).masked_fill(exclude, float("-inf"))
-        top_scores, top_items = torch.topk(scores, self.k, dim=1)
-        return top_items, top_scores
+        return self.model.recommend(context, self.k, exclude)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary sibling of ``path``, renamed over it only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def _drop_known_noise(record: logging.LogRecord) -> bool:
@@ -365,42 +332,18 @@ def onnx_session(
     )
 
 
-def history_mask(data: InteractionData, users: np.ndarray, stage: str | int = "test") -> np.ndarray:
-    """Bool ``[B, n_items]``: True for the items in each user's history for ``stage``."""
-    users = np.asarray(users, dtype=np.int64)
-    matrix = data.history_matrix(stage)
-    mask = np.zeros((len(users), data.n_items), dtype=bool)
-    if len(users) <= 8:
-        # Single requests: a slice per row costs a few microseconds, the vectorised
-        # gather below ~25 (it is part of every timed request).
-        indptr, indices = matrix.indptr, matrix.indices
-        for row, user in enumerate(users):
-            mask[row, indices[indptr[user] : indptr[user + 1]]] = True
-        return mask
-    starts, ends = matrix.indptr[users], matrix.indptr[users + 1]
-    lengths = ends - starts
-    rows = np.repeat(np.arange(len(users)), lengths)
-    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    mask[rows, matrix.indices[np.repeat(starts, lengths) + offsets]] = True
-    return mask
+def _input_model(meta: Mapping[str, str], n_items: int, name: str) -> Recommender:
+    """A weightless copy of the exported model, rebuilt from the graph's metadata.
 
-
-def make_context(
-    input_kind: str,
-    data: InteractionData,
-    users: np.ndarray,
-    stage: str | int = "test",
-    max_len: int | None = None,
-) -> np.ndarray:
-    """The graph's ``context`` for ``users`` (mirrors ``Recommender.make_context``)."""
-    users = np.asarray(users, dtype=np.int64)
-    if input_kind == "user":
-        return users.copy()
-    if not max_len:
-        raise ConfigError("A sequence model needs its history length (max_len).")
-    code = stage_code(stage)
-    seqs = data.sequences((0,)) if code == 0 else data.history_sequences(code)
-    return pad_sequences([seqs[u] for u in users], max_len)
+    It exists for its ``make_context``: onnxruntime then gets its inputs from the very code
+    that builds PyTorch's. Built on the meta device, its weights take no memory.
+    """
+    raw = meta.get(META_PREFIX + "model_config")
+    if not raw:
+        raise ConfigError(f"{name} is not a Distillery export: it has no model config.")
+    config = ModelConfig.from_dict(json.loads(raw))
+    with torch.device("meta"):
+        return build_model(config, int(meta.get(META_PREFIX + "n_users") or 1), n_items)
 
 
 class OnnxRecommender:
@@ -429,6 +372,7 @@ class OnnxRecommender:
         self.k = int(meta.get(META_PREFIX + "k") or k_dim)
         self.family = meta.get(META_PREFIX + "family", "")
         self.quantized = meta.get(META_PREFIX + "quantized", "fp32")
+        self.input_model = _input_model(meta, self.n_items, self.path.name)
 
     def run(self, context: np.ndarray, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The raw graph outputs ``(top_items, top_scores)``."""
@@ -454,7 +398,8 @@ class OnnxRecommender:
     def context(
         self, data: InteractionData, users: np.ndarray, stage: str | int = "test"
     ) -> np.ndarray:
-        return make_context(self.input_kind, data, users, stage, self.max_len)
+        """The graph's ``context`` for dense ``users`` (``Recommender.make_context``)."""
+        return self.input_model.make_context(data, users, stage).numpy()
 
     def recommend(
         self,
@@ -465,7 +410,7 @@ class OnnxRecommender:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-K for dense ``users`` as the test (or given) stage would see them."""
         users = np.asarray(users, dtype=np.int64)
-        exclude = history_mask(data, users, stage) if exclude_history else None
+        exclude = history_mask(data, users, stage).numpy() if exclude_history else None
         return self.topk(self.context(data, users, stage), exclude)
 
     def score_fn(
@@ -496,7 +441,7 @@ def evaluate_onnx(
     max_len: int | None = None,
     *,
     threads: int = 1,
-    exclude_history: bool = True,
+    exclude_history: bool | None = None,
     batch_size: int = 512,
     users: np.ndarray | None = None,
     return_topk: bool = False,
@@ -504,7 +449,8 @@ def evaluate_onnx(
     """Full-ranking evaluation of an exported model through onnxruntime (``core.metrics``).
 
     ``model_input_kind`` and ``max_len`` are read from the graph when None; given values
-    must match it. The graph's K must cover the largest evaluated K.
+    must match it. The graph's K must cover the largest evaluated K. ``exclude_history``
+    None follows the dataset's history-mask setting, as ``core.metrics.evaluate`` does.
     """
     runner = OnnxRecommender(onnx_path, threads=threads)
     if model_input_kind is not None and model_input_kind != runner.input_kind:
@@ -520,6 +466,8 @@ def evaluate_onnx(
             f"{Path(onnx_path).name} returns its top {runner.k} items, so it cannot be "
             f"evaluated at K={max(ks)}; export it with k >= {max(ks)}."
         )
+    if exclude_history is None:
+        exclude_history = data.masks_history
     return evaluate(
         runner.score_fn(data, stage, exclude_history),
         data,
@@ -529,79 +477,4 @@ def evaluate_onnx(
         batch_size=batch_size,
         users=users,
         return_topk=return_topk,
-    )
-
-
-# --------------------------------------------------------------------------- parity
-
-
-def _agreement(items_a, scores_a, items_b, scores_b, tol: float) -> float:
-    """Fraction of A's ranked items that B also ranks, or that tie with B's K-th score."""
-    agree, total = 0, 0
-    for ia, sa, ib, sb in zip(items_a, scores_a, items_b, scores_b, strict=True):
-        finite_b = np.isfinite(sb)
-        kth = sb[finite_b][-1] if finite_b.any() else -np.inf
-        chosen_b = set(ib[finite_b].tolist())
-        for item, score in zip(ia, sa, strict=True):
-            if not np.isfinite(score):
-                continue
-            total += 1
-            agree += item in chosen_b or abs(float(score) - float(kth)) <= tol
-    return agree / total if total else 1.0
-
-
-def check_parity(
-    model: Recommender,
-    onnx_path: str | Path,
-    data: InteractionData,
-    *,
-    n_users: int = 256,
-    k: int = 10,
-    seed: int = 0,
-    stage: str = "test",
-    tie_tolerance: float = TIE_TOLERANCE,
-) -> ParityResult:
-    """Run the same test-stage requests through PyTorch (eager) and onnxruntime.
-
-    A sample of ``n_users`` evaluation users (seeded) gets its ``stage`` context and its
-    history as the exclusion mask. ``max_abs_diff``: the largest absolute difference of the
-    top-K scores position by position (``inf`` if one side has an empty slot the other
-    fills). ``topk_agreement``: the fraction of ranked items, counted from both sides
-    (the lower of the two), that are in the other runtime's top-K, or whose score is within
-    ``tie_tolerance`` of the other's K-th score (a tie at the cut-off that either runtime
-    may break either way).
-    """
-    runner = OnnxRecommender(onnx_path)
-    k = min(k, runner.k)
-    pool = data.eval_users(stage)
-    if len(pool) == 0:
-        pool = np.arange(data.n_users)
-    rng = np.random.default_rng(seed)
-    users = np.sort(rng.choice(pool, size=min(n_users, len(pool)), replace=False))
-    context = model.make_context(data, users, stage)
-    exclude = history_mask(data, users, stage)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            graph = TopKGraph(model, k)
-            t_items, t_scores = graph(
-                context.to(model.device), torch.from_numpy(exclude).to(model.device)
-            )
-    finally:
-        model.train(was_training)
-    t_items, t_scores = t_items.cpu().numpy(), t_scores.cpu().numpy()
-    o_items, o_scores = runner.run(context.numpy(), exclude)
-    o_items, o_scores = o_items[:, :k], o_scores[:, :k]
-
-    both_empty = np.isneginf(t_scores) & np.isneginf(o_scores)
-    with np.errstate(invalid="ignore"):
-        diff = np.where(both_empty, 0.0, np.abs(t_scores.astype(np.float64) - o_scores))
-    max_diff = float(np.nan_to_num(diff, nan=np.inf).max()) if diff.size else 0.0
-    agreement = min(
-        _agreement(t_items, t_scores, o_items, o_scores, tie_tolerance),
-        _agreement(o_items, o_scores, t_items, t_scores, tie_tolerance),
-    )
-    return ParityResult(
-        max_abs_diff=max_diff, topk_agreement=float(agreement), n_users=len(users), k=k
     )

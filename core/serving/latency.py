@@ -2,14 +2,17 @@
 
 One *request* is what serving does per call: build the model input for the requested users
 (their user index, or their padded item history), score the whole catalog, exclude the
-items they already have, and take the top K. PyTorch eager runs the same ``TopKGraph``
-module that is exported to ONNX, so every runtime does the same work on the same inputs
+items they already have, and take the top K. PyTorch eager times
+:meth:`Recommender.recommend`, the method the ONNX graph is traced from, and both runtimes
+build their inputs the same way (the model's ``make_context`` and
+:func:`core.ranking.history_mask`), so every runtime does the same work on the same inputs
 (the same seeded sequence of users).
 
 Percentiles come from ``time.perf_counter`` around each call (after a warm-up), never from
 averages, because tail latency is what a serving team budgets for. Thread counts are fixed
-and recorded: a latency number means nothing without them. These are measurements, not
-tests: nothing here asserts a speed.
+and recorded: a latency number means nothing without them (``machine_info``; a
+``LatencyMeasurement`` becomes a stored ``core.store.LatencyRecord`` through
+``store_measurement``). These are measurements, not tests: nothing here asserts a speed.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,8 +32,11 @@ import torch
 
 from core.dataset import InteractionData
 from core.errors import ConfigError
-from core.export import OnnxRecommender, TopKGraph, history_mask, make_context
 from core.models import Recommender
+from core.ranking import history_mask
+from core.records import LatencyRecord
+from core.serving.export import OnnxRecommender
+from core.store import Store
 
 RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8")
 
@@ -45,12 +51,12 @@ class LatencyResult:
     qps: float
     batch: int
     iters: int
-    mean_ms: float = float("nan")
 
 
 @dataclass(frozen=True)
-class LatencyRecord:
-    """One runtime at one batch size: what the store's latency table keeps."""
+class LatencyMeasurement:
+    """One runtime at one batch size, as measured (``core.store.LatencyRecord`` is the
+    stored row it becomes)."""
 
     runtime: str
     batch: int
@@ -129,7 +135,6 @@ def measure_latency(
         qps=batch * iters / total if total > 0 else float("inf"),
         batch=batch,
         iters=iters,
-        mean_ms=float(times.mean() * 1000.0),
     )
 
 
@@ -156,15 +161,13 @@ def request_users(
 
 
 def _torch_request(model: Recommender, data: InteractionData, k: int, stage: str):
-    graph = TopKGraph(model, min(k, model.n_items)).eval()
     device = model.device
-    kind, max_len = model.input_kind, model.config.max_len
 
     def request(users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        context = torch.from_numpy(make_context(kind, data, users, stage, max_len))
-        exclude = torch.from_numpy(history_mask(data, users, stage))
+        context = model.make_context(data, users, stage).to(device)
+        exclude = history_mask(data, users, stage, device)
         with torch.inference_mode():
-            items, scores = graph(context.to(device), exclude.to(device))
+            items, scores = model.recommend(context, k, exclude)
         return items.cpu().numpy(), scores.cpu().numpy()
 
     return request
@@ -172,7 +175,8 @@ def _torch_request(model: Recommender, data: InteractionData, k: int, stage: str
 
 def _onnx_request(runner: OnnxRecommender, data: InteractionData, stage: str):
     def request(users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return runner.run(runner.context(data, users, stage), history_mask(data, users, stage))
+        exclude = history_mask(data, users, stage).numpy()
+        return runner.run(runner.context(data, users, stage), exclude)
 
     return request
 
@@ -192,7 +196,7 @@ def benchmark_model(
     time_budget_s: float = 5.0,
     stage: str = "test",
     providers: Sequence[str] | None = None,
-) -> list[LatencyRecord]:
+) -> list[LatencyMeasurement]:
     """Latency of full requests (see the module docstring) at each batch size.
 
     ``runtime`` "torch" runs ``model`` eagerly (eval + inference_mode, ``threads`` intra-op
@@ -203,7 +207,7 @@ def benchmark_model(
     """
     if runtime not in RUNTIMES:
         raise ConfigError(f"Unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}.")
-    records: list[LatencyRecord] = []
+    records: list[LatencyMeasurement] = []
     with torch_threads(threads):
         if runtime == "torch":
             if model is None:
@@ -223,17 +227,7 @@ def benchmark_model(
             for batch in batch_sizes:
                 r = _measure_batch(request, data, batch, seed, stage, warmup, iters, time_budget_s)
                 records.append(
-                    LatencyRecord(
-                        runtime,
-                        batch,
-                        r.p50_ms,
-                        r.p95_ms,
-                        r.p99_ms,
-                        r.qps,
-                        threads,
-                        r.iters,
-                        device,
-                    )
+                    LatencyMeasurement(runtime=runtime, threads=threads, device=device, **asdict(r))
                 )
         finally:
             if was_training is not None:
@@ -268,17 +262,22 @@ def _measure_batch(
     return measure_latency(call, warmup=n_warm, iters=n_iters, batch=batch)
 
 
-def size_report(
-    model: Recommender, onnx_path: str | Path | None, int8_path: str | Path | None = None
-) -> dict[str, int | None]:
-    """Parameters and bytes: fp32 weights in memory, the ONNX file, the int8 ONNX file."""
+def store_measurement(
+    store: Store, run_id: int, measured: LatencyMeasurement, env: Mapping[str, Any]
+) -> LatencyRecord:
+    """Write one measurement to the store's latency table.
 
-    def file_bytes(path: str | Path | None) -> int | None:
-        return Path(path).stat().st_size if path is not None else None
-
-    return {
-        "params": model.num_parameters(),
-        "fp32_bytes": model.size_bytes(),
-        "onnx_bytes": file_bytes(onnx_path),
-        "int8_bytes": file_bytes(int8_path),
-    }
+    ``env`` says what the numbers depend on (``machine_info``); the row's own timed-call
+    count and device are added to it.
+    """
+    return store.add_latency(
+        run_id,
+        measured.runtime,
+        measured.batch,
+        measured.p50_ms,
+        measured.p95_ms,
+        measured.p99_ms,
+        measured.qps,
+        measured.threads,
+        {**env, "iters": measured.iters, "device": measured.device},
+    )
