@@ -2,22 +2,24 @@
 
 The detail view shows the config, per-epoch curves, test metrics (overall and per user
 slice), the error of a failed run, its files, tags and notes, and deletes a run (after a
-confirmation) together with its files. Tables and charts come from ``core.compare``.
+confirmation) together with its files. Tables come from ``core.views.runs``, the curves from
+``core.views.charts``.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from core import compare
+from core.enums import Role, Status
+from core.metrics import SLICES
 from core.runner import forget_run
-from pages.common import fmt_int, get_store, guarded
+from core.views import charts
+from core.views.runs import ENDED_BADLY, artifacts_frame, filter_runs, metrics_frame, runs_frame
+from core.views.text import md_escape, parse_ids, run_title
+from pages.common import fmt_int, get_store, guarded, show_chart
 
 SELECTED = "runs_selected"
 FILTERS = ("runs_filter_dataset", "runs_filter_role", "runs_filter_status")
-ROLES = ("teacher", "student", "baseline", "popularity")
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
-ENDED_BADLY = ("failed", "cancelled", "interrupted")
 
 TABLE_COLUMNS = {
     "id": st.column_config.NumberColumn("#", format="%d", width="small"),
@@ -42,9 +44,7 @@ def overview(store, run, titles: dict[int, str]) -> None:
     if run.duration_seconds is not None:
         st.caption(f"Created {run.created:%Y-%m-%d %H:%M} UTC, ran {run.duration_seconds:.1f} s.")
     if run.status in ENDED_BADLY:
-        st.error(
-            compare.md_escape(run.error or f"The run was {run.status}."), icon=":material/error:"
-        )
+        st.error(md_escape(run.error or f"The run was {run.status}."), icon=":material/error:")
     if run.teacher_run_id is not None:
         teacher = titles.get(run.teacher_run_id, f"#{run.teacher_run_id} (deleted)")
         left, right = st.columns([3, 1])
@@ -63,9 +63,7 @@ def curves(store, run) -> None:
     if not epochs:
         st.caption("No epochs recorded for this run.")
         return
-    left, right = st.columns(2)
-    left.altair_chart(compare.epoch_chart(epochs, "loss"), width="stretch")
-    right.altair_chart(compare.epoch_chart(epochs, "validation"), width="stretch")
+    show_chart("training", charts.training_frame(epochs))
 
 
 def metrics(store, run) -> None:
@@ -74,10 +72,9 @@ def metrics(store, run) -> None:
         st.caption("No test metrics yet (the run has not finished).")
         return
     st.dataframe(
-        compare.metrics_frame(results),
+        metrics_frame(results),
         column_config={
-            c: st.column_config.NumberColumn(c, format="%.4f")
-            for c in ("all", "cold", "warm", "heavy")
+            c: st.column_config.NumberColumn(c, format="%.4f") for c in ("all", *SLICES)
         },
     )
     st.caption(
@@ -129,7 +126,7 @@ def main() -> None:
         )
         return
     names = {d.id: d.name for d in datasets}
-    choices = [sorted({r.dataset_id for r in runs}), ROLES, STATUSES]
+    choices = [sorted({r.dataset_id for r in runs}), list(Role), list(Status)]
     labels = [lambda i: names.get(i, f"#{i}"), str, str]
     picked = [
         col.multiselect(
@@ -137,9 +134,9 @@ def main() -> None:
         )
         for col, key, opts, fmt in zip(st.columns(3), FILTERS, choices, labels, strict=True)
     ]
-    shown = compare.filter_runs(runs, *picked)
+    shown = filter_runs(runs, *picked)
     st.dataframe(
-        compare.runs_frame(store, shown, datasets),
+        runs_frame(store, shown, datasets),
         hide_index=True,
         column_config=TABLE_COLUMNS,
     )
@@ -147,9 +144,9 @@ def main() -> None:
         st.caption("No run matches these filters.")
         return
 
-    titles = {r.id: compare.run_title(r) for r in runs}
+    titles = {r.id: run_title(r) for r in runs}
     options = [r.id for r in sorted(shown, key=lambda r: -r.id)]
-    wanted = compare.parse_ids(st.query_params.get("run"))
+    wanted = parse_ids(st.query_params.get("run"))
     if SELECTED not in st.session_state and wanted and wanted[0] in options:
         st.session_state[SELECTED] = wanted[0]
     if st.session_state.get(SELECTED) not in options:
@@ -168,7 +165,7 @@ def main() -> None:
     with tabs[3]:
         st.json(run.config, expanded=2)
     with tabs[4]:
-        st.dataframe(compare.artifacts_frame(store.artifacts(run.id)), hide_index=True)
+        st.dataframe(artifacts_frame(store.artifacts(run.id)), hide_index=True)
     with tabs[5]:
         manage(store, run)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,24 @@ def test_detail_of_a_student_links_to_its_teacher(seeded_home):
     assert at.query_params["run"] == str(ids["teacher"])
 
 
+def test_curves_chart_is_built_once_for_a_finished_run(seeded_home, monkeypatch):
+    import pages.common as common
+
+    _, ids = seeded_home
+    built: list[int] = []
+    original = common.CHARTS["training"]
+    monkeypatch.setitem(
+        common.CHARTS, "training", lambda frame: built.append(len(frame)) or original(frame)
+    )
+    at = run_page(run=str(ids["teacher"]))
+    (chart,) = at.get("vega_lite_chart")
+    spec = json.loads(chart.proto.spec)
+    assert [panel["title"] for panel in spec["hconcat"]] == ["Loss", "Validation NDCG@10"]
+    at.run()  # a rerun (any click) draws the same epochs from the cached spec
+    assert not at.exception and len(at.get("vega_lite_chart")) == 1
+    assert len(built) == 1
+
+
 def test_failed_run_shows_its_error(seeded_home):
     _, ids = seeded_home
     store = Store()
@@ -93,11 +112,11 @@ def test_tags_and_notes_are_saved(seeded_home):
     assert not at.exception
     store = Store()
     assert store.get_run(teacher).notes == "Best so far; <b>not</b> html"
-    assert store.tags(teacher) == ["baseline-v1"]
+    assert store.get_run(teacher).tags == ("baseline-v1",)
     assert "Tags: baseline-v1" in [t.value for t in at.text]
     at.selectbox(key=f"runs_tag_remove_{teacher}").set_value("baseline-v1")
     at.button(key=f"runs_tag_remove_btn_{teacher}").click().run()
-    assert store.tags(teacher) == []
+    assert store.get_run(teacher).tags == ()
     store.close()
 
 

@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.data import ColumnMapping, build_dataset
-from core.registry import register_dataset
+from core.ingestion.build import build_dataset
+from core.ingestion.options import ColumnMapping
+from core.ingestion.registry import register_dataset
 from core.store import Store
 from tests.apptest import ROOT
 

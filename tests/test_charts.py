@@ -1,4 +1,4 @@
-"""Chart builders of core/charts.py: frames checked by hand, chart specs via to_dict()."""
+"""Chart builders of core/views/charts.py: frames checked by hand, chart specs via to_dict()."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from core import charts
-from core.store import EpochRecord
+from core.records import EpochRecord
+from core.views import charts
 from tests.factories import sequences_dataset
 
 DAY = 86_400
@@ -185,7 +185,7 @@ def test_training_chart_puts_loss_and_validation_side_by_side():
 
 
 def test_preview_frame_reads_like_a_log():
-    from core.charts import preview_frame
+    from core.views.charts import preview_frame
     from tests.factories import sequences_dataset
 
     data = sequences_dataset([[0, 1, 2], [2, 1]], n_items=3)

@@ -1,10 +1,11 @@
-"""Altair charts for the Data and Train pages, built from small tidy frames.
+"""Every Altair chart of the app (Data, Train, Runs and Compare pages), from small tidy frames.
 
-Each chart has two halves: a ``*_frame`` function that turns a dataset or a run's epoch
-records into a tidy DataFrame (tested by hand), and a ``*_chart`` function that maps that
-frame onto an Altair chart (tested through ``chart.to_dict()``). Frames are reduced before
-they reach the chart because Altair embeds every row in the page: a 100k-item catalog must
-not become 100k points in the browser. Charts for the Compare page live in core/compare.py.
+Each chart has two halves: a ``*_frame`` function that turns a dataset, a run's epoch
+records or the comparison table into a tidy DataFrame (tested by hand; the Compare page's
+frames live in core/views/compare.py), and a ``*_chart`` function that maps that frame onto
+an Altair chart (tested through ``chart.to_dict()``). Frames are reduced before they reach
+the chart because Altair embeds every row in the page: a 100k-item catalog must not become
+100k points in the browser.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from core.dataset import InteractionData
-from core.store import EpochRecord
+from core.records import EpochRecord
 
 # Enough points to draw a smooth long-tail curve at any catalog size.
 MAX_TAIL_POINTS = 1500
@@ -178,6 +179,80 @@ def training_chart(frame: pd.DataFrame) -> alt.HConcatChart:
     ).resolve_scale(color="independent")
 
 
+# --------------------------------------------------------------------------- compare
+def pareto_chart(frame: pd.DataFrame, k: int = 10, setting: str = "") -> alt.LayerChart:
+    """NDCG@K vs p50 latency (log x), bubble area = parameters, the frontier as a step line.
+
+    ``frame`` is :func:`core.views.compare.pareto_frame` of the comparison table; ``setting``
+    (e.g. "onnxruntime, 1 thread") names the one runtime and thread count every point was
+    timed in, on the axis, so a screenshot of the chart still says what was measured.
+    """
+    timed_in = f", {setting}" if setting else ""
+    x = alt.X(
+        "latency_ms:Q",
+        scale=alt.Scale(type="log"),
+        title=f"p50 latency per request (ms, log{timed_in})",
+    )
+    y = alt.Y("ndcg:Q", title=f"NDCG@{k}")
+    base = alt.Chart(frame).encode(x=x, y=y)
+    bubbles = base.mark_circle(opacity=0.7, stroke="black", strokeWidth=0.5).encode(
+        size=alt.Size("params:Q", title="parameters", scale=alt.Scale(range=[40, 1200])),
+        color=alt.Color("role:N"),
+        tooltip=[
+            "run:N",
+            "role:N",
+            alt.Tooltip("ndcg:Q", format=".4f", title=f"ndcg@{k}"),
+            alt.Tooltip("latency_ms:Q", format=".2f"),
+            alt.Tooltip("params:Q", format=","),
+            alt.Tooltip("size_mb:Q", format=".2f"),
+        ],
+    )
+    frontier = (
+        alt.Chart(frame[frame["frontier"]].sort_values("latency_ms"))
+        .mark_line(interpolate="step-after", strokeDash=[6, 3], color="gray")
+        .encode(x=x, y=y)
+    )
+    labels = base.mark_text(dy=-14, fontSize=11).encode(text="run:N")
+    title = f"Quality vs latency ({setting}, 1 request)" if setting else "Quality vs latency"
+    return alt.layer(frontier, bubbles, labels, title=title)
+
+
+def kept_chart(frame: pd.DataFrame) -> alt.LayerChart:
+    """Grouped bars of % of the teacher kept per metric, with the teacher's 100% as a rule.
+
+    ``frame`` is :func:`core.views.compare.kept_frame` (``run, metric, kept``).
+    """
+    bars = (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X("metric:N", title=None),
+            xOffset="run:N",
+            y=alt.Y("kept:Q", title="% of the teacher kept"),
+            color=alt.Color("run:N", title=None),
+            tooltip=["run:N", "metric:N", alt.Tooltip("kept:Q", format=".1f")],
+        )
+    )
+    rule = (
+        alt.Chart(pd.DataFrame({"kept": [100.0]})).mark_rule(strokeDash=[4, 4]).encode(y="kept:Q")
+    )
+    return alt.layer(bars, rule)
+
+
+def curves_chart(curves: pd.DataFrame) -> alt.Chart:
+    """Validation NDCG per epoch, one line per run (:func:`core.views.compare.validation_curves`)."""
+    return (
+        alt.Chart(curves)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y("val_ndcg:Q", title="validation NDCG@10"),
+            color=alt.Color("run:N", title=None),
+            tooltip=["run:N", "epoch:Q", alt.Tooltip("val_ndcg:Q", format=".4f")],
+        )
+    )
+
+
 # --------------------------------------------------------------------------- stats
 def dataset_metrics(data: InteractionData) -> list[tuple[str, str]]:
     """The Data page's headline numbers as (label, formatted value) pairs."""
@@ -192,6 +267,11 @@ def dataset_metrics(data: InteractionData) -> list[tuple[str, str]]:
         ("Span", _span(stats["span_days"]) if data.has_timestamps else "-"),
         ("Interactions/day", f"{per_day:,.1f}" if np.isfinite(per_day) else "-"),
         ("Train / valid / test", f"{stats['train']:,} / {stats['valid']:,} / {stats['test']:,}"),
+        (
+            "Held-out repeats",
+            f"{stats['repeat_share']:.1%}: history mask "
+            f"{'on' if stats['masks_history'] else 'off'} ({stats['history_mask']})",
+        ),
     ]
 
 

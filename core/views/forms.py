@@ -14,11 +14,13 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
-from core.data import CleanOptions, ColumnMapping
 from core.dataset import InteractionData
 from core.distill import DistillConfig
+from core.enums import ACTIVE_STATUSES, DISTILL_METHODS, Family, Method, Role, Status, choice_list
 from core.errors import ConfigError, DataError
-from core.jobs import Progress
+from core.ingestion.options import CleanOptions, ColumnMapping
+from core.ingestion.registry import fingerprint, register_dataset
+from core.job_context import Progress
 from core.models import ModelConfig, count_parameters
 from core.pipeline import (
     STUDENT_MODEL,
@@ -28,21 +30,26 @@ from core.pipeline import (
     RunSpec,
     popularity_spec,
 )
-from core.registry import fingerprint, register_dataset
-from core.store import ACTIVE_STATUSES, DatasetRecord, RunRecord, Store
+from core.recipe import DataProfile, Recipe, recipe
+from core.records import DatasetRecord, RunRecord
+from core.store import Store
 from core.train import TrainConfig
+from core.views.text import format_duration
 
 NONE = "(none)"
-FAMILIES = ("sasrec", "two_tower", "mf")
-FAMILY_LABELS = {"sasrec": "SASRec (sequential)", "two_tower": "Two-tower MLP", "mf": "MF (BPR)"}
+FAMILY_LABELS = {
+    Family.SASREC: "SASRec (sequential)",
+    Family.TWO_TOWER: "Two-tower MLP",
+    Family.MF: "MF (BPR)",
+}
 DEVICES = ("auto", "cpu", "cuda")
 # The knobs each distillation method reads (DistillConfig field names), in display order.
 METHOD_KNOBS: dict[str, tuple[str, ...]] = {
-    "soft": ("temperature", "alpha"),
-    "hard": ("top_k", "beta"),
-    "combined": ("temperature", "alpha", "beta", "top_k"),
-    "ranking": ("top_k", "lam", "weight", "dynamic", "mu"),
-    "listwise": ("top_k", "weight", "n_sampled"),
+    Method.SOFT: ("temperature", "alpha"),
+    Method.HARD: ("top_k", "beta"),
+    Method.COMBINED: ("temperature", "alpha", "beta", "top_k"),
+    Method.RANKING: ("top_k", "lam", "weight", "dynamic", "mu"),
+    Method.LISTWISE: ("top_k", "weight", "n_sampled"),
 }
 # A quick demo trains this many epochs at most (the presets' patience stops most runs
 # earlier anyway); the full demo uses the presets.
@@ -64,10 +71,10 @@ class NumberField:
 
 SIZE_FIELDS = (
     NumberField("dim", "Embedding size", 1, 2048),
-    NumberField("layers", "Layers", 1, 12, families=("sasrec", "two_tower")),
-    NumberField("heads", "Heads", 1, 16, families=("sasrec",)),
-    NumberField("max_len", "History length", 2, 500, families=("sasrec",)),
-    NumberField("hidden", "Hidden width", 1, 4096, families=("two_tower",)),
+    NumberField("layers", "Layers", 1, 12, families=(Family.SASREC, Family.TWO_TOWER)),
+    NumberField("heads", "Heads", 1, 16, families=(Family.SASREC,)),
+    NumberField("max_len", "History length", 2, 500, families=(Family.SASREC,)),
+    NumberField("hidden", "Hidden width", 1, 4096, families=(Family.TWO_TOWER,)),
 )
 TRAIN_FIELDS = (
     NumberField("epochs", "Epochs", 1, 1000),
@@ -75,6 +82,7 @@ TRAIN_FIELDS = (
     NumberField("batch_size", "Batch size", 1, 65536),
     NumberField("negatives", "Negatives", 1, 1000),
     NumberField("patience", "Patience", 1, 100),
+    NumberField("min_epochs", "Min epochs", 1, 1000),
     NumberField("seed", "Seed", 0, 2**31 - 1),
 )
 KNOB_FIELDS = {
@@ -88,7 +96,7 @@ KNOB_FIELDS = {
     "n_sampled": NumberField("n_sampled", "Listwise sampled items", 1, 5000),
 }
 # The one boolean knob ("dynamic") is a checkbox; every other knob is in KNOB_FIELDS.
-DISTILL_DEFAULTS = DistillConfig(method="soft")
+DISTILL_DEFAULTS = DistillConfig(method=Method.SOFT)
 
 
 def size_fields(family: str) -> list[NumberField]:
@@ -174,16 +182,21 @@ def model_config(family: str, *, base: ModelConfig = STUDENT_MODEL, **sizes: Any
 
 
 def train_config(*, base: TrainConfig = STUDENT_TRAIN, **values: Any) -> TrainConfig:
-    """A validated TrainConfig; values not given keep ``base``'s (a preset)."""
+    """A validated TrainConfig; values not given keep ``base``'s (a preset).
+
+    A minimum number of epochs above the maximum means "train them all": it is lowered to
+    the maximum rather than refused, since the two widgets are set one at a time.
+    """
     known = {k: v for k, v in values.items() if v is not None}
-    return replace(base, **known).validate()
+    config = replace(base, **known)
+    return replace(config, min_epochs=min(config.min_epochs, config.epochs)).validate()
 
 
 def distill_config(method: str, **knobs: Any) -> DistillConfig:
     """A validated DistillConfig holding only the knobs ``method`` reads (others default)."""
     if method not in METHOD_KNOBS:
         raise ConfigError(
-            f"Unknown distillation method {method!r}; choose one of {', '.join(METHOD_KNOBS)}."
+            f"Unknown distillation method {method!r}; choose one of {choice_list(DISTILL_METHODS)}."
         )
     used = {k: v for k, v in knobs.items() if k in METHOD_KNOBS[method] and v is not None}
     for name in ("top_k", "n_sampled"):
@@ -207,10 +220,10 @@ def size_ratio(params: int | None, teacher_params: int | None) -> float | None:
 
 def run_name(role: str, model: ModelConfig, method: str | None = None) -> str:
     """A short default run name such as ``student-soft sasrec d12``."""
-    size = "" if model.family == "popularity" else f" d{model.dim}"
-    if role == "student":
+    size = "" if model.family == Family.POPULARITY else f" d{model.dim}"
+    if role == Role.STUDENT:
         return f"student-{method} {model.family}{size}"
-    if role == "baseline":
+    if role == Role.BASELINE:
         return f"student-no-teacher {model.family}{size}"
     return f"{role} {model.family}{size}"
 
@@ -223,34 +236,39 @@ class Launch:
     teacher_run_id: int | None = None
 
 
-def run_title(run: RunRecord | Progress) -> str:
-    """``#12 teacher sasrec d128``: the run's label, with its id when the label lacks it."""
-    run_id = run.id if isinstance(run, RunRecord) else run.run_id
-    return run.label if run.label.startswith(f"#{run_id} ") else f"#{run_id} {run.label}"
-
-
 def teacher_spec(model: ModelConfig, train: TrainConfig, name: str = "") -> RunSpec:
     return RunSpec(
-        name=name.strip() or run_name("teacher", model), role="teacher", model=model, train=train
+        name=name.strip() or run_name(Role.TEACHER, model),
+        role=Role.TEACHER,
+        model=model,
+        train=train,
     )
 
 
 def teacher_launches(
-    family: str, sizes: dict[str, Any], train: dict[str, Any], name: str = ""
+    family: str,
+    sizes: dict[str, Any],
+    train: dict[str, Any],
+    name: str = "",
+    plan: Recipe | None = None,
 ) -> list[Launch]:
-    """The teacher form's values as the one run to queue (presets fill what is not given)."""
-    model = model_config(family, base=TEACHER_MODEL, **sizes)
-    return [Launch(teacher_spec(model, train_config(base=TEACHER_TRAIN, **train), name))]
+    """The teacher form's values as the one run to queue (the recipe fills what is not
+    given; the fixed presets without one)."""
+    plan = plan or presets(None)
+    model = model_config(family, base=plan.teacher, **sizes)
+    return [Launch(teacher_spec(model, train_config(base=plan.teacher_train, **train), name))]
 
 
 def student_specs_for(
     model: ModelConfig, train: TrainConfig, distill: DistillConfig, with_baseline: bool = True
 ) -> list[RunSpec]:
     """The distilled student and, optionally, its no-teacher twin (same model and training)."""
-    student = RunSpec(run_name("student", model, distill.method), "student", model, train, distill)
+    student = RunSpec(
+        run_name(Role.STUDENT, model, distill.method), Role.STUDENT, model, train, distill
+    )
     if not with_baseline:
         return [student]
-    return [student, RunSpec(run_name("baseline", model), "baseline", model, train)]
+    return [student, RunSpec(run_name(Role.BASELINE, model), Role.BASELINE, model, train)]
 
 
 def student_launches(
@@ -275,16 +293,8 @@ def student_launches(
 
 def has_popularity(runs: Iterable[RunRecord]) -> bool:
     """Whether a popularity run already exists (finished or on its way) among ``runs``."""
-    return any(r.role == "popularity" and r.status in {"succeeded", *ACTIVE_STATUSES} for r in runs)
-
-
-def teacher_options(runs: Iterable[RunRecord]) -> list[RunRecord]:
-    """Succeeded teachers, newest first (the student form's choices)."""
-    return sorted(
-        (r for r in runs if r.role == "teacher" and r.status == "succeeded"),
-        key=lambda r: r.id,
-        reverse=True,
-    )
+    wanted = {Status.SUCCEEDED, *ACTIVE_STATUSES}
+    return any(r.role == Role.POPULARITY and r.status in wanted for r in runs)
 
 
 # --------------------------------------------------------------------------- demo
@@ -297,61 +307,56 @@ class DemoPlan:
     students: tuple[RunSpec, ...]  # the distilled student, then its no-teacher twin
 
 
-def demo_plan(epochs: int | None = None) -> DemoPlan:
-    """Preset teacher and student; ``epochs`` caps every run's epochs.
+def presets(record: DatasetRecord | None) -> Recipe:
+    """The dataset's recipe (core/recipe.py) from its stored statistics.
 
-    The student is distilled with "combined" (task + soft + hard), the best method on the
-    demo shop in bench/distill.py.
+    Datasets registered before the recipe existed lack some statistics: they get the fixed
+    presets of core/pipeline.py, and the recipe's reasons say so.
+    """
+    try:
+        if record is None:
+            raise KeyError("no dataset")
+        return recipe(DataProfile.from_stats(record.stats))
+    except KeyError:
+        return Recipe(
+            TEACHER_MODEL,
+            TEACHER_TRAIN,
+            STUDENT_MODEL,
+            STUDENT_TRAIN,
+            distill_config(Method.COMBINED),
+            ("Fixed presets: this dataset was registered before presets came from its statistics.",),
+        )
+
+
+def demo_plan(epochs: int | None = None, plan: Recipe | None = None) -> DemoPlan:
+    """The demo's teacher and student from the dataset's recipe; ``epochs`` caps every run.
+
+    The student is distilled with the recipe's method; its no-teacher twin has the same
+    architecture and training settings.
     """
 
     def capped(train: TrainConfig) -> TrainConfig:
-        return train if epochs is None else replace(train, epochs=max(1, min(train.epochs, epochs)))
+        if epochs is None:
+            return train
+        cap = max(1, min(train.epochs, epochs))
+        return replace(train, epochs=cap, min_epochs=min(train.min_epochs, cap))
 
-    student = distill_config("combined")
-    teacher_train, student_train = capped(TEACHER_TRAIN), capped(STUDENT_TRAIN)
+    plan = plan or presets(None)
+    teacher_train, student_train = capped(plan.teacher_train), capped(plan.student_train)
     return DemoPlan(
         popularity=popularity_spec(teacher_train.seed),
-        teacher=teacher_spec(TEACHER_MODEL, teacher_train),
-        students=tuple(student_specs_for(STUDENT_MODEL, student_train, student)),
+        teacher=teacher_spec(plan.teacher, teacher_train),
+        students=tuple(student_specs_for(plan.student, student_train, plan.distill)),
     )
 
 
-def demo_stage(teacher_status: str | None, students_queued: bool, statuses: Iterable[str]) -> str:
-    """What the demo is doing: ``idle``, ``teacher`` (training), ``queue_students`` (the teacher
-    succeeded; submit the students now), ``students`` (training), ``done`` or ``failed``."""
-    if teacher_status is None:
-        return "idle"
-    if teacher_status in ACTIVE_STATUSES:
-        return "teacher"
-    if teacher_status != "succeeded":
-        return "failed"
-    if not students_queued:
-        return "queue_students"
-    statuses = list(statuses)
-    if any(s in ACTIVE_STATUSES for s in statuses):
-        return "students"
-    return "done" if all(s == "succeeded" for s in statuses) else "failed"
-
-
 # --------------------------------------------------------------------------- live panel
-def format_duration(seconds: float | None) -> str:
-    """``"1 h 02 min"``, ``"3 min 05 s"``, ``"12 s"``; ``"-"`` when unknown."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "-"
-    total = int(round(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    if minutes:
-        return f"{minutes} min {secs:02d} s"
-    return f"{secs} s"
-
-
 def progress_text(progress: Progress) -> str:
     """One line under a run's progress bar: epoch, ETA, loss, validation NDCG."""
-    if progress.status == "queued":
+    if progress.status == Status.QUEUED:
         return "queued: " + (progress.message or "waiting for a worker")
+    if progress.status == Status.WAITING:
+        return "waiting for its teacher"
     parts = []
     if progress.total_epochs:
         parts.append(f"epoch {progress.epoch}/{progress.total_epochs}")
