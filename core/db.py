@@ -8,16 +8,24 @@ the migrated schema agree, so a change here needs a new migration.
 Run children (epoch metrics, results, latency, parity, artifacts, tags) are deleted by the
 database (``ON DELETE CASCADE``), which SQLite only honours with ``PRAGMA foreign_keys=ON``
 (set by the store's engine).
+
+Run plans (migration 0003) group runs: a run of a plan may wait for a parent run
+(``depends_on_run_id``) and is released or ended by the store when that parent ends.
+
+The closed vocabularies (run roles, statuses and plan kinds) come from `core.enums`; the check
+constraints are generated from those enums, so the lists are spelled out nowhere else.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -27,11 +35,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-RUN_ROLES = ("teacher", "student", "baseline", "popularity")
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+from core.enums import PlanKind, Role, Status, values
 
 # Explicit constraint names: PostgreSQL needs them to alter or drop constraints, and
 # Alembic's batch mode on SQLite needs them to recreate tables.
@@ -48,8 +56,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _in(values: tuple[str, ...]) -> str:
-    return ", ".join(f"'{v}'" for v in values)
+def one_of(column: str, enum: type[StrEnum]) -> str:
+    """``column IN ('a', 'b')``: the SQL of a check constraint, generated from an enum."""
+    quoted = ", ".join(f"'{value}'" for value in values(enum))
+    return f"{column} IN ({quoted})"
 
 
 class Base(DeclarativeBase):
@@ -76,11 +86,28 @@ class Dataset(Base):
     created: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Plan(Base):
+    """A named group of runs with dependencies (the demo, a size sweep); see core.plans."""
+
+    __tablename__ = "plans"
+    __table_args__ = (CheckConstraint(one_of("kind", PlanKind), name="kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20), index=True)
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), index=True
+    )
+    # What the plan was asked for (a sweep's method, sizes and seeds; the demo's epoch cap).
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Run(Base):
     __tablename__ = "runs"
     __table_args__ = (
-        CheckConstraint(f"role IN ({_in(RUN_ROLES)})", name="role"),
-        CheckConstraint(f"status IN ({_in(RUN_STATUSES)})", name="status"),
+        CheckConstraint(one_of("role", Role), name="role"),
+        CheckConstraint(one_of("status", Status), name="status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -95,7 +122,7 @@ class Run(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     model: Mapped[str] = mapped_column(String(50))
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(20), default=Status.QUEUED.value, index=True)
     error: Mapped[str | None] = mapped_column(Text)
     notes: Mapped[str | None] = mapped_column(Text)
     created: Mapped[datetime] = mapped_column(default=utcnow)
@@ -104,6 +131,27 @@ class Run(Base):
     num_params: Mapped[int | None] = mapped_column(BigInteger)
     checkpoint_path: Mapped[str | None] = mapped_column(String(1000))
     onnx_path: Mapped[str | None] = mapped_column(String(1000))
+    # Work sharing between processes (migration 0002). A running run belongs to one job
+    # manager (`owner`), which renews `lease_expires` with every heartbeat; only when the
+    # lease has run out may another process mark the run interrupted.
+    owner: Mapped[str | None] = mapped_column(String(200))
+    heartbeat: Mapped[datetime | None] = mapped_column()
+    lease_expires: Mapped[datetime | None] = mapped_column()
+    # Set by a cancel from any process; the owner's heartbeat turns it into its cancel Event.
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Set by the owner once it has decided how the run ends: later cancels are refused, so
+    # "cancel() said yes" and "the run ended cancelled" never disagree.
+    settled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The latest progress snapshot (epoch, ETA, loss, message), read by every process's pages.
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Run plans (migration 0003). A run stays `waiting` until `depends_on_run_id` succeeds;
+    # a deleted plan leaves its runs, a deleted parent leaves the dependent's record.
+    plan_id: Mapped[int | None] = mapped_column(
+        ForeignKey("plans.id", ondelete="SET NULL"), index=True
+    )
+    depends_on_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="SET NULL"), index=True
+    )
 
     tags: Mapped[list[Tag]] = relationship(
         lazy="selectin", passive_deletes=True, order_by="Tag.tag"

@@ -36,7 +36,7 @@ def _configure(connection: Connection) -> None:
 
 
 def run_migrations_offline() -> None:
-    from core.store import database_url
+    from core.engine import database_url
 
     context.configure(
         url=database_url(),
@@ -56,11 +56,11 @@ def run_migrations_online() -> None:
             context.run_migrations()
         return
 
-    from core.store import database_url, make_engine
+    from core.engine import database_url, make_engine, migration_connection
 
     engine = make_engine(database_url())
     try:
-        with engine.begin() as connection:
+        with migration_connection(engine) as connection:
             _configure(connection)
             with context.begin_transaction():
                 context.run_migrations()

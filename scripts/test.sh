@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Installs everything the tests need (Python packages and Debian's Chromium for the
-# browser tests), then runs lint and the whole suite. README's test command runs this.
+# Installs everything the tests need (Python packages; Debian's Chromium for the browser
+# tests and Debian's PostgreSQL server binaries, from which the tests start a throwaway
+# server of their own), then runs lint and the whole suite. README's test command runs this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
-if ! command -v chromium >/dev/null 2>&1; then
+
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+apt_install() {  # apt_install PACKAGE: quietly, refreshing the package lists only if needed
   export DEBIAN_FRONTEND=noninteractive
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get install -y -qq chromium >/dev/null 2>&1 \
-    || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium; }
-fi
+  $SUDO apt-get install -y -qq "$1" >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "$1"; }
+}
+command -v chromium >/dev/null 2>&1 || apt_install chromium
+# initdb/pg_ctl live under /usr/lib/postgresql/<version>/bin, not on PATH.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 \
+  || apt_install postgresql
+
 python3 -m ruff check .
 python3 -m pytest -q "$@"

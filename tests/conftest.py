@@ -1,4 +1,9 @@
-"""Shared fixtures: an isolated data directory, and a store seeded with real tiny runs.
+"""Shared fixtures: an isolated data directory, the run store on SQLite and PostgreSQL, and
+a store seeded with real tiny runs.
+
+``store_url`` runs a test twice, on SQLite and on a fresh database of a throwaway
+PostgreSQL server (one per test session, see tests/helpers/postgres.py); a server that
+cannot start fails those tests with the reason, it never skips them.
 
 ``seeded_home`` trains a real (tiny) teacher, a distilled student, its no-teacher twin and
 the popularity baseline on a small demo shop through the same job runner the app uses, once
@@ -8,6 +13,7 @@ per test session; each test gets its own copy of that data directory.
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -52,9 +58,23 @@ def fresh_app(monkeypatch: pytest.MonkeyPatch):
         PagesManager.uses_pages_directory = False
 
     monkeypatch.setattr(PagesManager, "__init__", v2_init)
+    # The cached job manager of each test is shut down after it: its threads poll the
+    # store, and a test's store must not be watched by workers once the test is over.
+    from core.jobs import JobManager
+
+    managers: list[JobManager] = []
+    init_manager = JobManager.__init__
+
+    def tracked_init(self, *args, **kwargs):
+        init_manager(self, *args, **kwargs)
+        managers.append(self)
+
+    monkeypatch.setattr(JobManager, "__init__", tracked_init)
     st.cache_resource.clear()
     st.cache_data.clear()
     yield
+    for manager in managers:
+        manager.shutdown(wait=True, cancel_pending=True)
     st.cache_resource.clear()
 
 
@@ -68,9 +88,61 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throwaway PostgreSQL server for the whole session, started on first use."""
+    from tests.helpers.postgres import PostgresServer, PostgresUnavailable
+
+    server = PostgresServer()
+    try:
+        server.start()
+    except PostgresUnavailable as exc:
+        server.stop()
+        pytest.fail(f"The PostgreSQL test server could not start: {exc}", pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def store_url(
+    request: pytest.FixtureRequest, db_backend: str, home: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The URL of an empty run store, on each backend in turn: the default SQLite file in
+    ``home``, or a fresh database on the session's PostgreSQL server (then
+    ``DISTILLERY_DB_URL`` points at it, for this process and its children)."""
+    if db_backend == "sqlite":
+        from core.engine import database_url
+
+        yield database_url()
+        return
+    server = request.getfixturevalue("postgres_server")
+    name, url = server.create_database()
+    monkeypatch.setenv("DISTILLERY_DB_URL", url)
+    yield url
+    server.drop_database(name)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One line saying how the PostgreSQL tests went, so a CI log shows that they ran."""
+    outcomes: Counter[str] = Counter()
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", "")
+            if "[postgresql" in nodeid or "test_postgres.py" in nodeid:
+                outcomes[outcome] += 1
+    if outcomes:
+        counts = ", ".join(f"{n} {outcome}" for outcome, n in outcomes.items())
+        terminalreporter.write_line(f"PostgreSQL tests (real server): {counts}")
+
+
 def _seed(root: Path) -> dict[str, int]:
+    from core.ingestion.registry import register_dataset
     from core.jobs import JobManager
-    from core.registry import register_dataset
     from core.runner import submit_run, training_runner
     from core.store import Store
 

@@ -1,5 +1,7 @@
-"""Tests for core.jobs: the job queue, cancellation, failures, atomic artifacts, recovery.
+"""Tests for core.jobs: the job queue, cancellation, failures, atomic artifacts, recovery,
+and several job managers sharing one store (leases, cancels and progress across them).
 
+Every test runs on SQLite and on PostgreSQL (the ``store_url`` fixture in conftest.py).
 The runner is a real (tiny) training loop: a torch linear regression trained for a few
 epochs of a few batches, checking the cancel event between batches and reporting every
 epoch, as the real trainer does. Mid-run cancellation is made deterministic with Events:
@@ -14,20 +16,19 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import torch
+from sqlalchemy import text
 
 from core import paths
 from core.errors import ConfigError, TrainingDiverged
-from core.jobs import (
-    INTERRUPTED_NOTE,
-    JobContext,
-    JobManager,
-    JobOutcome,
-    JobSpec,
-)
+from core.job_context import INTERRUPTED_NOTE, STOPPED_NOTE, JobContext, JobOutcome
+from core.jobs import JobManager
+from core.records import JobSpec
 from core.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,9 +36,9 @@ WAIT_S = 30  # generous upper bounds for Event waits; never reached when things 
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("DISTILLERY_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("DISTILLERY_DB_URL", f"sqlite:///{tmp_path / 'runs.db'}")
+def store(store_url: str, db_backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    if db_backend == "sqlite":  # a SQLite file outside the data directory works as well
+        monkeypatch.setenv("DISTILLERY_DB_URL", f"sqlite:///{tmp_path / 'runs.db'}")
     with Store() as opened:
         yield opened
 
@@ -306,7 +307,23 @@ def test_shutdown_drains_the_queue_and_refuses_new_jobs(store, dataset_id):
 
 
 # --------------------------------------------------------------------------- recovery
-def test_restart_marks_unfinished_runs_interrupted_and_removes_partial_files(store, dataset_id):
+def _expire(store: Store, run_id: int) -> None:
+    """What time does to a dead owner's lease, without waiting for it."""
+    with store.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE runs SET lease_expires = :t WHERE id = :id"),
+            {"t": datetime(2000, 1, 1, tzinfo=UTC), "id": run_id},
+        )
+
+
+def _wait_until(condition, what: str, timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)
+
+
+def test_restart_recovers_dead_runs_and_serves_the_queued_ones(store, dataset_id):
     # What a previous process left behind.
     finished = store.create_run(dataset_id, "teacher", "mf", {}, status="running")
     finished_dir = paths.run_dir(finished.id)
@@ -318,12 +335,16 @@ def test_restart_marks_unfinished_runs_interrupted_and_removes_partial_files(sto
     )
     finished = store.set_status(finished.id, "succeeded")
 
-    crashed = store.create_run(dataset_id, "teacher", "mf", {}, status="running")
+    # Claimed by a process that died: its lease has run out.
+    crashed = store.create_run(dataset_id, "teacher", "mf", {})
+    assert store.claim_run("dead-process", 30).id == crashed.id
+    _expire(store, crashed.id)
     store.add_epoch(crashed.id, 1, 0.5)
     crashed_dir = paths.run_dir(crashed.id)
     crashed_dir.mkdir(parents=True)
     (crashed_dir / "model.tmp-ab12.pt").write_bytes(b"half")
 
+    # Running without any lease (written before leases existed): no live owner either.
     partly = store.create_run(dataset_id, "teacher", "mf", {}, status="running")
     partly_dir = paths.run_dir(partly.id)
     (partly_dir / "sub").mkdir(parents=True)
@@ -333,10 +354,16 @@ def test_restart_marks_unfinished_runs_interrupted_and_removes_partial_files(sto
     )
     (partly_dir / "sub" / "epoch2.tmp-cd34.pt").write_bytes(b"half")
 
+    # Held by a live process elsewhere: starting this manager must not touch it.
+    elsewhere = store.create_run(dataset_id, "teacher", "mf", {})
+    assert store.claim_run("live-process", 300).id == elsewhere.id
+    (paths.run_dir(elsewhere.id)).mkdir(parents=True)
+    (paths.run_dir(elsewhere.id) / "model.tmp-ef56.pt").write_bytes(b"being written")
+
     queued = store.create_run(dataset_id, "baseline", "mf", {})
 
     with JobManager(store, LinearRegressionRunner()) as manager:
-        assert manager.recovered == [crashed.id, partly.id, queued.id]
+        assert manager.recovered == [crashed.id, partly.id]
         for run_id in manager.recovered:
             run = store.get_run(run_id)
             assert (run.status, run.error) == ("interrupted", INTERRUPTED_NOTE)
@@ -346,9 +373,96 @@ def test_restart_marks_unfinished_runs_interrupted_and_removes_partial_files(sto
         assert [e.epoch for e in store.epochs(crashed.id)] == [1]  # history is kept
         assert (partly_dir / "epoch1.pt").read_bytes() == b"whole"
         assert not (partly_dir / "sub" / "epoch2.tmp-cd34.pt").exists()
-        # The new manager serves new work as usual.
+        live = store.get_run(elsewhere.id)
+        assert (live.status, live.owner) == ("running", "live-process")
+        assert (paths.run_dir(elsewhere.id) / "model.tmp-ef56.pt").exists()
+        # A queued run survives the restart: this manager serves it, and new work as usual.
+        assert manager.wait(queued.id, WAIT_S) == "succeeded"
+        assert store.get_run(queued.id).owner == manager.owner
         fresh = manager.submit(spec(dataset_id, "fresh", epochs=1))
         assert manager.wait(fresh, WAIT_S) == "succeeded"
+        assert store.get_run(elsewhere.id).status == "running"
+
+
+def test_a_live_manager_recovers_a_dead_workers_run_when_its_lease_expires(store, dataset_id):
+    ghost = store.create_run(dataset_id, "teacher", "mf", {})
+    assert store.claim_run("worker-that-dies", 0.5).id == ghost.id
+    folder = paths.run_dir(ghost.id)
+    folder.mkdir(parents=True)
+    (folder / "model.tmp-0000.pt").write_bytes(b"half")
+    # Started while the lease is still good: nothing to recover yet.
+    with JobManager(store, LinearRegressionRunner(), workers=0, lease_s=0.6) as manager:
+        assert manager.recovered == []
+        # The heartbeat thread sweeps every half lease and notices the lease ran out.
+        assert manager.wait(ghost.id, WAIT_S) == "interrupted"
+    assert store.get_run(ghost.id).error == INTERRUPTED_NOTE
+    assert not folder.exists()
+
+
+def test_two_managers_share_one_store_cancels_and_progress_cross_over(store, dataset_id):
+    runner = LinearRegressionRunner()
+    with JobManager(store, runner, workers=1, lease_s=5) as first:
+        paused = first.submit(spec(dataset_id, "paused", pause_after_epoch=1, epochs=3))
+        assert runner.pause_point("paused").wait(WAIT_S)
+        # A second process starts: it never interrupts the first one's live run.
+        with JobManager(store, runner, workers=1, lease_s=5) as second:
+            assert second.recovered == []
+            assert store.get_run(paused).owner == first.owner
+            seen = second.progress(paused)  # written by the first, read from the store
+            assert (seen.status, seen.epoch, seen.total_epochs) == ("running", 1, 3)
+            assert seen.val_metric == pytest.approx(1 / (1 + seen.loss))
+            assert [p.run_id for p in second.active()] == [paused]
+            # Work queued through the first while it is busy is taken by the second.
+            other = first.submit(spec(dataset_id, "other", epochs=1))
+            assert second.wait(other, WAIT_S) == "succeeded"
+            assert store.get_run(other).owner == second.owner
+            # Cancel from the second process; the first's heartbeat hands it to the runner.
+            assert second.cancel(paused)
+            assert second.progress(paused).message in ("cancelling", "cancelled by the user")
+            assert first.wait(paused, WAIT_S) == "cancelled"
+    assert_cancelled_cleanly(store, paused, [1])
+    assert runner.called == ["paused", "other"]  # each run executed once
+
+
+def test_interrupting_shutdown_ends_the_running_run_interrupted(store, dataset_id):
+    runner = LinearRegressionRunner()
+    manager = JobManager(store, runner, workers=1)
+    running = manager.submit(spec(dataset_id, "running", pause_after_epoch=1))
+    waiting = manager.submit(spec(dataset_id, "waiting"))
+    assert runner.pause_point("running").wait(WAIT_S)
+    manager.shutdown(wait=True, interrupt=True)
+    stopped = store.get_run(running)
+    assert (stopped.status, stopped.error) == ("interrupted", STOPPED_NOTE)
+    assert [e.epoch for e in store.epochs(running)] == [1]
+    # The checkpoint it had recorded stays (like any interrupted run); nothing half-written.
+    assert [a.path.name for a in store.artifacts(running)] == ["model.pt"]
+    assert temp_files() == []
+    assert store.get_run(waiting).status == "queued"  # left for another worker
+    assert runner.called == ["running"]
+
+
+def test_max_runs_stops_claiming_after_that_many(store, dataset_id):
+    submitter = JobManager(store, LinearRegressionRunner(), workers=0)
+    ids = [submitter.submit(spec(dataset_id, f"r{i}", epochs=1)) for i in range(3)]
+    worker = JobManager(store, LinearRegressionRunner(), workers=2, max_runs=2)
+    assert worker.join(timeout=WAIT_S)  # both threads stopped by themselves
+    assert [store.get_run(i).status for i in ids] == ["succeeded", "succeeded", "queued"]
+    worker.shutdown()
+    submitter.shutdown()
+
+
+def test_a_manager_that_lost_its_lease_stops_and_leaves_the_run_alone(store, dataset_id):
+    runner = LinearRegressionRunner()
+    with JobManager(store, runner, workers=1) as manager:
+        run_id = manager.submit(spec(dataset_id, "slow", pause_after_epoch=1))
+        assert runner.pause_point("slow").wait(WAIT_S)
+        # Another process concluded this one was dead (say, a long network partition).
+        _expire(store, run_id)
+        assert store.expire_leases("taken over") == [run_id]
+        _wait_until(lambda: not manager._executing, "the runner stopped")
+    run = store.get_run(run_id)
+    assert (run.status, run.error) == ("interrupted", "taken over")  # not overwritten
+    assert [e.epoch for e in store.epochs(run_id)] == [1]
 
 
 def test_process_killed_mid_training_is_recovered_by_the_next_one(store, tmp_path):
@@ -382,17 +496,21 @@ def test_process_killed_mid_training_is_recovered_by_the_next_one(store, tmp_pat
         process.stderr.close()
 
     quick, slow, queued = milestones["FINISHED"], milestones["RUNNING"], milestones["QUEUED"]
-    with Store() as reopened, JobManager(reopened, LinearRegressionRunner()) as manager:
-        assert manager.recovered == [slow, queued]
-        done = reopened.get_run(quick)
-        assert done.status == "succeeded" and done.num_params == 3
-        assert done.checkpoint_path.read_bytes() == b"finished"
-        (artifact,) = reopened.artifacts(quick)
-        assert artifact.sha256 == hashlib.sha256(b"finished").hexdigest()
-        assert reopened.results(quick) == {"ndcg@10": 0.25}
-        killed = reopened.get_run(slow)
-        assert (killed.status, killed.error) == ("interrupted", INTERRUPTED_NOTE)
-        assert [e.epoch for e in reopened.epochs(slow)] == [1]
-        assert reopened.get_run(queued).status == "interrupted"
-        assert not paths.run_dir(slow).exists()
-        assert temp_files() == []
+    with Store() as reopened:
+        assert reopened.get_run(slow).status == "running"  # until its lease runs out
+        _wait_until(lambda: reopened.expired_runs() == [slow], "the killed process's lease ran out")
+        with JobManager(reopened, LinearRegressionRunner()) as manager:
+            assert manager.recovered == [slow]
+            done = reopened.get_run(quick)
+            assert done.status == "succeeded" and done.num_params == 3
+            assert done.checkpoint_path.read_bytes() == b"finished"
+            (artifact,) = reopened.artifacts(quick)
+            assert artifact.sha256 == hashlib.sha256(b"finished").hexdigest()
+            assert reopened.results(quick) == {"ndcg@10": 0.25}
+            killed = reopened.get_run(slow)
+            assert (killed.status, killed.error) == ("interrupted", INTERRUPTED_NOTE)
+            assert [e.epoch for e in reopened.epochs(slow)] == [1]
+            assert not paths.run_dir(slow).exists()
+            # The run queued behind it was never started; the new process serves it.
+            assert manager.wait(queued, WAIT_S) == "succeeded"
+            assert temp_files() == []

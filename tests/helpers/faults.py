@@ -31,11 +31,13 @@ import torch
 
 from core import paths
 from core.errors import StoreError
-from core.jobs import INTERRUPTED_NOTE, JobContext, JobManager, JobOutcome, JobSpec
+from core.ingestion.registry import register_dataset
+from core.job_context import INTERRUPTED_NOTE, JobContext, JobOutcome
+from core.jobs import JobManager
 from core.models import ModelConfig, Recommender
 from core.models.mf import MF
 from core.pipeline import RunSpec, load_demo_dataset, popularity_spec
-from core.registry import register_dataset
+from core.records import JobSpec
 from core.runner import run_model, submit_run, training_runner
 from core.store import Store
 from core.train import TrainConfig
@@ -100,8 +102,17 @@ def healthy_run_succeeds(store: Store, manager: JobManager, dataset_id: int) -> 
 
 
 # --------------------------------------------------------------------------- SIGKILL
+def wait_for_expired_leases(store: Store, run_ids: set[int]) -> None:
+    """Until the leases of ``run_ids`` have run out (their process is gone)."""
+    deadline = time.monotonic() + WAIT_S
+    while not run_ids <= set(store.expired_runs()):
+        assert time.monotonic() < deadline, f"the leases of {sorted(run_ids)} never ran out"
+        time.sleep(0.05)
+
+
 def sigkill_mid_training(home: Path) -> dict[str, Any]:
-    """Kill a server (SIGKILL) with one run training and one mid-save; restart; recover."""
+    """Kill a server (SIGKILL) with one run training, one mid-save and one queued; once
+    their leases have run out, the next process recovers the two and runs the queued one."""
     env = dict(os.environ, PYTHONPATH=str(REPO), DISTILLERY_HOME=str(home))
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.helpers.kill_real_training"],
@@ -131,19 +142,29 @@ def sigkill_mid_training(home: Path) -> dict[str, Any]:
         process.stderr.close()
 
     done, long, stuck, queued = (milestones[k] for k in ("FINISHED", "RUNNING", "SAVING", "QUEUED"))
-    with Store() as store, JobManager(store, training_runner) as manager:
-        assert manager.recovered == sorted([long, stuck, queued])
-        assert_loadable(store, done)
-        for run_id in (long, stuck, queued):
-            run = store.get_run(run_id)
-            assert (run.status, run.error) == ("interrupted", INTERRUPTED_NOTE)
-            assert run.checkpoint_path is None and store.artifacts(run_id) == []
-            assert not paths.run_dir(run_id).exists()
-        assert len(store.epochs(long)) >= 1  # history up to the kill is kept
-        assert temp_files() == []
-        assert [p.name for p in paths.runs_dir().iterdir()] == [paths.run_dir(done).name]
-        fresh = healthy_run_succeeds(store, manager, store.get_run(done).dataset_id)
-    return {"killed_runs": 3, "recovered": [long, stuck, queued], "fresh_run": fresh}
+    with Store() as store:
+        # A process that merely starts never touches runs whose lease is still good.
+        assert {store.get_run(i).status for i in (long, stuck)} == {"running"}
+        wait_for_expired_leases(store, {long, stuck})
+        with JobManager(store, training_runner) as manager:
+            assert manager.recovered == sorted([long, stuck])
+            assert_loadable(store, done)
+            for run_id in (long, stuck):
+                run = store.get_run(run_id)
+                assert (run.status, run.error) == ("interrupted", INTERRUPTED_NOTE)
+                assert run.checkpoint_path is None and store.artifacts(run_id) == []
+                assert not paths.run_dir(run_id).exists()
+            assert len(store.epochs(long)) >= 1  # history up to the kill is kept
+            # The queued run was never started: it stays queued, and this process runs it.
+            assert manager.wait(queued, WAIT_S) == "succeeded", store.get_run(queued).error
+            assert_loadable(store, queued)
+            assert temp_files() == []
+            assert sorted(p.name for p in paths.runs_dir().iterdir()) == [
+                paths.run_dir(done).name,
+                paths.run_dir(queued).name,
+            ]
+            fresh = healthy_run_succeeds(store, manager, store.get_run(done).dataset_id)
+    return {"interrupted": [long, stuck], "queued_served": queued, "fresh_run": fresh}
 
 
 # --------------------------------------------------------------------------- database lock
@@ -204,7 +225,7 @@ def db_locked_briefly(home: Path, hold_s: float = 2.0) -> dict[str, Any]:
 
 def db_locked_too_long(home: Path, busy_timeout_s: float = 0.3) -> dict[str, Any]:
     """The lock outlasts the busy timeout: writes fail with a sentence, nothing half-written."""
-    with mock.patch("core.store.BUSY_TIMEOUT_S", busy_timeout_s), Store() as store:
+    with mock.patch("core.engine.BUSY_TIMEOUT_S", busy_timeout_s), Store() as store:
         run_id = _store_with_a_run(store)
         data = load_demo_dataset(scale=TINY_SCALE)
         messages = []

@@ -4,12 +4,14 @@ It opens the store named by DISTILLERY_HOME, registers the tiny demo shop and ru
 app's own job manager and `training_runner` with two workers:
 
     FINISHED <id>   a small MF model has trained and succeeded (checkpoint on disk)
-    QUEUED <id>     a popularity run waiting behind the two busy workers
+    QUEUED <id>     a popularity run waiting behind the two busy workers (it stays queued
+                    in the store through the kill, for the next process to run)
     RUNNING <id>    a long MF run has stored at least one epoch and is still training
     SAVING <id>     another run has written its checkpoint under the temporary name and
                     stops there (as if the disk were slow); kill now
 
-Then it waits forever; the test kills it with SIGKILL. Run as
+Then it waits forever; the test kills it with SIGKILL. Its job manager holds leases of
+only ``LEASE_S`` seconds, so the test need not wait long for them to run out. Run as
 ``python -m tests.helpers.kill_real_training`` from the repository root.
 """
 
@@ -20,15 +22,17 @@ import threading
 import time
 from dataclasses import replace
 
-from core.jobs import JobContext, JobManager, JobOutcome
+from core.ingestion.registry import register_dataset
+from core.job_context import JobContext, JobOutcome
+from core.jobs import JobManager
 from core.models import ModelConfig, Recommender
 from core.pipeline import RunSpec, load_demo_dataset, popularity_spec
-from core.registry import register_dataset
 from core.runner import submit_run, training_runner
 from core.store import Store
 from core.train import TrainConfig
 
 TINY_SCALE = 0.05
+LEASE_S = 1.0
 QUICK = RunSpec(
     name="quick-mf",
     role="teacher",
@@ -69,7 +73,7 @@ def main() -> None:
     Recommender.save = _save  # type: ignore[method-assign]
     store = Store()
     dataset = register_dataset(store, load_demo_dataset(scale=TINY_SCALE), source="demo shop")
-    manager = JobManager(store, runner, workers=2)
+    manager = JobManager(store, runner, workers=2, lease_s=LEASE_S)
     quick = submit_run(manager, dataset.id, QUICK)
     if manager.wait(quick, timeout=60) != "succeeded":
         raise SystemExit(f"the quick run failed: {store.get_run(quick).error}")

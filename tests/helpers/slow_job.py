@@ -17,7 +17,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from core.jobs import JobContext, JobManager, JobOutcome, JobSpec
+from core.job_context import JobContext, JobOutcome
+from core.jobs import JobManager
+from core.records import JobSpec
 from core.store import Store
 
 # Keeps the milestones in the documented order: RUNNING only after QUEUED.
@@ -51,7 +53,8 @@ def main() -> None:
     dataset = store.add_dataset(
         name="tiny", source="test", content_hash="sigkill", n_users=2, n_items=2, n_interactions=4
     )
-    manager = JobManager(store, runner, workers=1)
+    # A short lease: the test waits for it to run out after the kill.
+    manager = JobManager(store, runner, workers=1, lease_s=1.0)
     quick = manager.submit(JobSpec(dataset.id, "teacher", "mf", {"mode": "quick"}))
     manager.wait(quick, timeout=30)
     print(f"FINISHED {quick}", flush=True)
