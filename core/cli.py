@@ -4,6 +4,7 @@
     python -m core demo    --out DIR                write the demo shop as CSV files
     python -m core load-demo                        register the demo shop in the run store
     python -m core run     [--data FILE] [...]      teacher, students, baselines: table + JSON
+    python -m core worker  [--max-runs N] [--device cuda]   serve the run queue headless
 
 Same seed and settings -> the same numbers the app shows for the same runs.
 """
@@ -14,19 +15,14 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from core.dataset import InteractionData
-from core.distill import DistillConfig
+from core.dataset import HISTORY_MASK_SETTINGS, InteractionData
+from core.enums import DISTILL_METHODS, TRAINABLE_FAMILIES, Role, choice_list
 from core.errors import DistilleryError
 from core.pipeline import (
-    METHODS,
-    STUDENT_MODEL,
-    STUDENT_TRAIN,
-    TEACHER_MODEL,
-    TEACHER_TRAIN,
     RunSpec,
     load_demo_dataset,
     run_experiment,
@@ -38,11 +34,24 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         type=Path,
-        help="interaction log (CSV/TSV/Parquet/gz, u.data, .inter); default: the demo shop",
+        help="interaction log (CSV/TSV/Parquet/JSON Lines, gz too; u.data, .inter); "
+        "default: the demo shop",
     )
     parser.add_argument(
         "--catalog", type=Path, help="optional catalog file (item id, title, category, price)"
     )
+    for role, flag, what in (
+        ("user", "--user-col", "user ids"),
+        ("item", "--item-col", "item ids"),
+        ("timestamp", "--time-col", "timestamps"),
+        ("event", "--event-col", "event types (view, cart, purchase...)"),
+    ):
+        parser.add_argument(
+            flag,
+            dest=f"{role}_col",
+            metavar="COLUMN",
+            help=f"the column of --data holding the {what}; default: detected by name",
+        )
     parser.add_argument(
         "--demo-scale", type=float, default=1.0, help="demo shop size multiplier (default 1.0)"
     )
@@ -51,6 +60,13 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
         choices=("loo", "random"),
         default="loo",
         help="leave-one-out by time (default) or random 80/10/10",
+    )
+    parser.add_argument(
+        "--history-mask",
+        choices=HISTORY_MASK_SETTINGS,
+        default="auto",
+        help="evaluation masks the user's history: auto (off when many targets are repeats), "
+        "on or off",
     )
     parser.add_argument(
         "--min-user", type=int, default=1, help="k-core: minimum interactions per user"
@@ -62,20 +78,35 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 
 
 def load_data(args: argparse.Namespace) -> InteractionData:
-    from core.data import CleanOptions, SplitOptions, load_interactions
+    from core.ingestion.build import load_interactions
+    from core.ingestion.options import CleanOptions, SplitOptions
 
-    split = SplitOptions(method=args.split, seed=args.seed)
+    split = SplitOptions(method=args.split, seed=args.seed, history_mask=args.history_mask)
+    columns = {
+        role: col
+        for role in ("user", "item", "timestamp", "event")
+        if (col := getattr(args, f"{role}_col", None)) is not None
+    }
     if args.data is None:
+        if columns:
+            raise DistilleryError(
+                "--user-col, --item-col, --time-col and --event-col map the columns of a log "
+                "given with --data; add --data FILE or drop them."
+            )
         return load_demo_dataset(scale=args.demo_scale, split=split)
     return load_interactions(
         args.data,
         args.data.name,
+        columns=columns,
         catalog_source=args.catalog,
         catalog_name=args.catalog.name if args.catalog else None,
         clean=CleanOptions(
             min_user_interactions=args.min_user, min_item_interactions=args.min_item
         ),
         split=split,
+        # A file named on the command line is not an upload: no upload limit, only the
+        # machine's memory budget (core.ingestion.limits), and big files are streamed.
+        max_bytes=None,
     )
 
 
@@ -112,16 +143,28 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     data = load_data(args)
-    print(
-        json.dumps(
-            {"name": data.name, **data.stats(), "notes": list(data.notes)}, indent=2, default=float
-        )
-    )
+    stats = {"name": data.name, **data.stats(), "notes": list(data.notes)}
+    # Strict JSON: a log without timestamps has no interactions per day (NaN), and NaN is
+    # not JSON; it is printed as null.
+    print(json.dumps(_plain_json(stats), indent=2, allow_nan=False))
     return 0
 
 
+def _plain_json(value: Any) -> Any:
+    """``value`` with numpy scalars as Python ones and NaN or infinity as None."""
+    if isinstance(value, dict):
+        return {str(k): _plain_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_json(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from core.demo import DemoConfig, generate_demo
+    from core.ingestion.demo import DemoConfig, generate_demo
 
     interactions, catalog = generate_demo(DemoConfig(scale=args.demo_scale))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -132,7 +175,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_load_demo(args: argparse.Namespace) -> int:
-    from core.registry import register_dataset
+    from core.ingestion.registry import register_dataset
     from core.store import Store
 
     data = load_demo_dataset(scale=args.demo_scale)
@@ -144,79 +187,76 @@ def cmd_load_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def experiment_specs(args: argparse.Namespace) -> tuple[RunSpec, list[RunSpec]]:
-    epochs = {"epochs": args.epochs} if args.epochs else {}
+def experiment_specs(
+    args: argparse.Namespace, data: InteractionData
+) -> tuple[RunSpec, list[RunSpec]]:
+    """The teacher and students to run: the dataset's recipe, with any flag given on top."""
+    from core.recipe import recipe_for
+
+    plan = recipe_for(data, student_fraction=args.student_fraction, seed=args.seed)
+
+    def given(**flags: Any) -> dict[str, Any]:
+        return {k: v for k, v in flags.items() if v is not None}
+
     teacher_model = replace(
-        TEACHER_MODEL, family=args.teacher_family, dim=args.teacher_dim, layers=args.teacher_layers
+        plan.teacher,
+        **given(family=args.teacher_family, dim=args.teacher_dim, layers=args.teacher_layers),
     )
     student_model = replace(
-        STUDENT_MODEL, family=args.student_family, dim=args.student_dim, layers=args.student_layers
+        plan.student,
+        **given(family=args.student_family, dim=args.student_dim, layers=args.student_layers),
     )
-    teacher_train = replace(TEACHER_TRAIN, seed=args.seed, device=args.device, **epochs)
-    student_train = replace(STUDENT_TRAIN, seed=args.seed, device=args.device, **epochs)
-    teacher = RunSpec(name="teacher", role="teacher", model=teacher_model, train=teacher_train)
+    epochs = given(epochs=args.epochs)
+    if args.epochs:
+        epochs["min_epochs"] = min(args.epochs, plan.teacher_train.min_epochs)
+    teacher_train = replace(plan.teacher_train, seed=args.seed, device=args.device, **epochs)
+    student_train = replace(plan.student_train, seed=args.seed, device=args.device, **epochs)
+    teacher = RunSpec(name="teacher", role=Role.TEACHER, model=teacher_model, train=teacher_train)
     methods = tuple(m for m in args.methods.split(",") if m)
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in DISTILL_METHODS]
     if unknown:
         raise DistilleryError(
-            f"Unknown distillation method {unknown[0]!r}; choose from {', '.join(METHODS)}."
+            f"Unknown distillation method {unknown[0]!r}; choose from {choice_list(DISTILL_METHODS)}."
         )
-    knobs = {
-        "temperature": args.temperature,
-        "alpha": args.alpha,
-        "beta": args.beta,
-        "top_k": args.top_k,
-        "lam": args.lam,
-    }
+    knobs = asdict(plan.distill)
+    knobs.pop("method")
+    knobs.update(
+        given(
+            temperature=args.temperature,
+            alpha=args.alpha,
+            beta=args.beta,
+            top_k=args.top_k,
+            lam=args.lam,
+        )
+    )
     return teacher, student_specs(student_model, student_train, methods, **knobs)
 
 
 def add_experiment_args(parser: argparse.ArgumentParser) -> None:
+    recipe = "default: the dataset's recipe (core/recipe.py)"
+    parser.add_argument("--teacher-family", choices=TRAINABLE_FAMILIES, help=recipe)
+    parser.add_argument("--teacher-dim", type=int, help=recipe)
+    parser.add_argument("--teacher-layers", type=int, help=recipe)
+    parser.add_argument("--student-family", choices=TRAINABLE_FAMILIES, help=recipe)
+    parser.add_argument("--student-dim", type=int, help=recipe)
+    parser.add_argument("--student-layers", type=int, help=recipe)
     parser.add_argument(
-        "--teacher-family", default=TEACHER_MODEL.family, choices=("sasrec", "two_tower", "mf")
+        "--student-fraction",
+        type=float,
+        default=0.10,
+        help="student size as a share of the teacher's parameters (default 0.10)",
     )
-    parser.add_argument("--teacher-dim", type=int, default=TEACHER_MODEL.dim)
-    parser.add_argument("--teacher-layers", type=int, default=TEACHER_MODEL.layers)
-    parser.add_argument(
-        "--student-family", default=STUDENT_MODEL.family, choices=("sasrec", "two_tower", "mf")
-    )
-    parser.add_argument("--student-dim", type=int, default=STUDENT_MODEL.dim)
-    parser.add_argument("--student-layers", type=int, default=STUDENT_MODEL.layers)
     parser.add_argument(
         "--methods",
-        default=",".join(METHODS),
-        help=f"comma-separated subset of {','.join(METHODS)}",
+        default=",".join(DISTILL_METHODS),
+        help=f"comma-separated subset of {','.join(DISTILL_METHODS)}",
     )
-    parser.add_argument(
-        "--epochs", type=int, default=None, help="maximum epochs for every run (default: presets)"
-    )
-    parser.add_argument(
-        "--temperature",
-        type=float,
-        default=DistillConfig.temperature,
-        help="soft targets: temperature T",
-    )
-    parser.add_argument(
-        "--alpha",
-        type=float,
-        default=DistillConfig.alpha,
-        help="soft targets: weight a of the KL term",
-    )
-    parser.add_argument(
-        "--beta", type=float, default=DistillConfig.beta, help="hard targets: weight b"
-    )
-    parser.add_argument(
-        "--top-k",
-        type=int,
-        default=DistillConfig.top_k,
-        help="teacher top-K for hard/ranking/listwise",
-    )
-    parser.add_argument(
-        "--lam",
-        type=float,
-        default=DistillConfig.lam,
-        help="ranking distillation position decay lambda",
-    )
+    parser.add_argument("--epochs", type=int, help="maximum epochs for every run; " + recipe)
+    parser.add_argument("--temperature", type=float, help="soft targets: temperature T; " + recipe)
+    parser.add_argument("--alpha", type=float, help="soft targets: weight a of the KL; " + recipe)
+    parser.add_argument("--beta", type=float, help="hard targets: weight b; " + recipe)
+    parser.add_argument("--top-k", type=int, help="teacher top-K for hard/ranking/listwise")
+    parser.add_argument("--lam", type=float, help="ranking distillation position decay lambda")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--json", type=Path, help="write the result rows to this JSON file")
 
@@ -226,7 +266,7 @@ def experiment(args: argparse.Namespace) -> list[dict[str, Any]]:
     from core.train import resolve_device
 
     data = load_data(args)
-    teacher, students = experiment_specs(args)
+    teacher, students = experiment_specs(args, data)
     print(
         f"{data.name}: {data.n_users:,} users, {data.n_items:,} items, "
         f"{data.n_interactions:,} interactions; device {resolve_device(args.device)}",
@@ -246,6 +286,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(rows, indent=2, default=float))
         print(f"\nwrote {args.json}")
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from core.worker import run_worker
+
+    return run_worker(
+        max_runs=args.max_runs,
+        device=args.device,
+        threads=args.threads,
+        lease_s=args.lease_seconds,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,6 +322,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(p)
     add_experiment_args(p)
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser(
+        "worker", help="serve the run queue without a browser (a GPU box) until SIGTERM"
+    )
+    p.add_argument("--max-runs", type=int, help="stop after this many runs (default: never)")
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        help="train every run on this device (default: each run's own setting)",
+    )
+    p.add_argument("--threads", type=int, default=1, help="runs trained at once (default 1)")
+    p.add_argument(
+        "--lease-seconds",
+        type=float,
+        help="how long a claimed run stays this worker's without a heartbeat (default 30)",
+    )
+    p.set_defaults(func=cmd_worker)
     return parser
 
 

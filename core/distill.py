@@ -19,6 +19,11 @@ Formulas (per example; every loss is then averaged over the batch):
 ``distillation_loss`` combines one of them with the task loss using ``DistillConfig`` and the
 explicit ``LOSSES`` table (see the table for each method's total). The formulas printed in
 the source article are not used: their "soft" term does not depend on the student.
+
+Why one module of ~700 lines: every loss, its formula checked by hand in the tests, the
+teacher targets they read (``TeacherTargets``) and the ``LOSSES`` table that names each
+method's total read together, as in torchdistill's loss modules; split apart, the table
+would no longer show what each method computes.
 """
 
 from __future__ import annotations
@@ -33,12 +38,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from core.enums import Method, choice_list
 from core.errors import ConfigError
 
 __all__ = [
     "LOSSES",
-    "METHODS",
     "DistillConfig",
+    "TeacherTargets",
+    "soft_target_kl_topk",
     "DistillMethod",
     "distillation_loss",
     "dynamic_rank_weights",
@@ -120,6 +127,82 @@ def soft_target_kl(
     if mask is not None:
         terms = terms.masked_fill(mask, 0.0)
     return temperature**2 * terms.sum(dim=1).mean()
+
+
+@dataclass(frozen=True)
+class TeacherTargets:
+    """What the distillation terms need from a frozen teacher, for ``N`` student rows.
+
+    Built once per run by :mod:`core.teacher_cache` and sliced per batch, so a distilled
+    epoch never re-runs the teacher. Two forms, chosen by the cache's memory budget:
+
+    - ``scores`` ``[N, C]``: the teacher's full scores (exact soft term), when they fit;
+    - otherwise ``topk``/``topk_scores`` ``[N, K']`` (masked items excluded) plus
+      ``log_partition`` ``[N]`` = ``logsumexp(z_t / T)`` over the unmasked items: enough for
+      every top-K term, and for the soft term's KL over the top-K' items and one "rest" bin.
+    """
+
+    topk: Tensor
+    topk_scores: Tensor
+    log_partition: Tensor
+    temperature: float
+    scores: Tensor | None = None
+
+    @classmethod
+    def from_scores(
+        cls, z_t: Tensor, k: int, temperature: float, mask: Tensor | None = None
+    ) -> TeacherTargets:
+        """Targets from full teacher scores (``mask``: items the teacher may not name)."""
+        z_t = z_t.detach()
+        topk = teacher_top_k(z_t, k, mask=mask)
+        masked = z_t if mask is None else z_t.masked_fill(mask, float("-inf"))
+        log_z = torch.logsumexp(masked.float() / temperature, dim=1)
+        return cls(topk, z_t.gather(1, topk), log_z, temperature, scores=z_t)
+
+    def first(self, k: int) -> Tensor:
+        """The teacher's ``k`` best items per row (``k`` <= the stored K')."""
+        if k > self.topk.shape[1]:
+            raise ConfigError(
+                f"The teacher's top-K ({k}) is larger than the {self.topk.shape[1]} items "
+                "kept per row; lower top_k."
+            )
+        return self.topk[:, :k]
+
+
+def soft_target_kl_topk(
+    z_s: Tensor, targets: TeacherTargets, mask: Tensor | None = None
+) -> Tensor:
+    """The soft term from the teacher's top-K' and log-partition (no full teacher scores).
+
+    ``T^2 * KL(P_t || P_s)`` between the two distributions coarsened to K'+1 bins: each of
+    the teacher's top-K' items, and one bin holding the rest of the catalog. Both use the
+    exact probabilities (the teacher's through its stored log-partition, the student's
+    through its full softmax), so the value equals :func:`soft_target_kl` when K' covers
+    every unmasked item and is a lower bound of it otherwise (coarse-graining never
+    increases a KL divergence).
+    """
+    temperature = targets.temperature
+    mask = _check_mask(z_s, mask)
+    s = z_s / temperature
+    if mask is not None:
+        s = s.masked_fill(mask, torch.finfo(s.dtype).min)
+    topk = targets.topk.to(z_s.device, torch.long)
+    # One pass over the catalog (the student's log-partition); everything else is [N, K'].
+    log_ps = s.gather(1, topk) - torch.logsumexp(s, dim=1, keepdim=True)  # [N, K']
+    log_pt = targets.topk_scores.to(s.dtype) / temperature - targets.log_partition.to(s)[:, None]
+    pt = log_pt.exp()
+    top_terms = (pt * (log_pt - log_ps)).sum(dim=1)
+    # The rest bin: one minus the top-K' mass, on each side (in float64: the masses can sum
+    # to within rounding of 1).
+    rest_t = (1.0 - pt.double().sum(dim=1)).clamp_min(0.0)
+    rest_s = (1.0 - log_ps.double().exp().sum(dim=1)).clamp_min(1e-12)
+    n_allowed = s.shape[1] if mask is None else (~mask).sum(dim=1)
+    # No item left outside the top-K' (K' covers the row): the rest bin does not exist.
+    has_rest = (n_allowed > topk.shape[1]) & (rest_t > 0)
+    rest_terms = torch.where(
+        has_rest, rest_t * (torch.log(rest_t.clamp_min(1e-30)) - torch.log(rest_s)), 0.0
+    ).to(s.dtype)
+    return temperature**2 * (top_terms + rest_terms).mean()
 
 
 # --------------------------------------------------------------------------- hard targets
@@ -401,31 +484,29 @@ def sample_items(
     m = min(n_sampled, available)
     if m == 0:
         return torch.zeros(batch_size, 0, dtype=torch.long, device=allowed.device)
-    if generator is not None and generator.device != allowed.device:
-        # torch.multinomial needs the generator on the tensor's device; drawing where the
-        # generator lives keeps a seeded CPU generator usable (and reproducible) for CUDA runs.
-        draws = torch.multinomial(
-            allowed.to(generator.device), m, replacement=False, generator=generator
-        )
-        return draws.to(allowed.device)
-    return torch.multinomial(allowed, m, replacement=False, generator=generator)
+    # Uniform without replacement as the top-m of i.i.d. uniform keys (the Gumbel-top-k
+    # trick with equal weights): one random draw and one top-k over [B, C], where
+    # torch.multinomial without replacement costs a distillation epoch several times over.
+    # Keys are drawn where the generator lives, so a seeded CPU generator stays usable
+    # (and reproducible) for CUDA runs.
+    where = generator.device if generator is not None else allowed.device
+    keys = torch.rand(batch_size, n_items, generator=generator, device=where)
+    keys = keys.to(allowed.device).masked_fill(allowed == 0, -1.0)
+    return keys.topk(m, dim=1).indices
 
 
 # ----------------------------------------------------------------------------- combiner
-
-METHODS = ("none", "soft", "hard", "combined", "ranking", "listwise")
-
 
 @dataclass(frozen=True)
 class DistillConfig:
     """How a student learns from its teacher; saved with every student run."""
 
-    method: str = "none"  # one of METHODS; "none" is the no-teacher baseline
-    # Defaults are what worked best on the demo shop (bench/distill.py): T=1 keeps the
-    # teacher's ranking sharp, and in "combined" the KL at full weight sits *on top of* the
-    # task loss, so the student loses none of its own signal.
+    method: str = Method.NONE  # a core.enums.Method; "none" is the no-teacher twin
+    # T=1 keeps the teacher's ranking sharp. alpha < 1 by construction: "soft" is
+    # (1-a)*task + a*soft, and a soft-only student (a=1) forgets the data; in "combined" the
+    # soft term sits on top of the full task loss.
     temperature: float = 1.0  # T of the soft term; higher = flatter teacher distribution
-    alpha: float = 1.0  # a: weight of the soft term ("soft": (1-a)*task + a*soft)
+    alpha: float = 0.5  # a: weight of the soft term ("soft": (1-a)*task + a*soft)
     beta: float = 0.1  # b: weight of the hard term
     top_k: int = 10  # K: teacher items used as targets by hard / ranking / listwise
     lam: float = 5.0  # ranking position decay: w_r ∝ exp(-r/lam)
@@ -438,7 +519,7 @@ class DistillConfig:
         """Raise ConfigError with one clear sentence for a bad value; return self if valid."""
         if not isinstance(self.method, str) or self.method not in LOSSES:
             raise ConfigError(
-                f"Unknown distillation method {self.method!r}; choose one of {', '.join(METHODS)}."
+                f"Unknown distillation method {self.method!r}; choose one of {choice_list(Method)}."
             )
         _require(self.temperature, lambda v: v > 0, "The temperature must be positive")
         _require(self.alpha, lambda v: 0 <= v <= 1, "The soft weight alpha must be in [0, 1]")
@@ -481,40 +562,43 @@ class DistillMethod:
     description: str
     formula: str
     needs_teacher: bool
-    terms: TermFn  # (z_s, z_t, config, mask=, sampled=, generator=) -> {name: unweighted term}
+    terms: TermFn  # (z_s, TeacherTargets, config, mask=, sampled=, generator=) -> {name: term}
     combine: CombineFn  # (task, terms, config) -> total loss
 
 
-def _no_terms(z_s, z_t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
+def _no_terms(z_s, t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
     return {}
 
 
-def _soft_terms(z_s, z_t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
-    return {"soft": soft_target_kl(z_s, z_t, config.temperature, mask=mask)}
+def _soft(z_s: Tensor, t: TeacherTargets, mask: Tensor | None) -> Tensor:
+    if t.scores is not None:
+        return soft_target_kl(z_s, t.scores, t.temperature, mask=mask)
+    return soft_target_kl_topk(z_s, t, mask=mask)
 
 
-def _hard_terms(z_s, z_t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
-    topk = teacher_top_k(z_t, config.top_k, mask=mask)
-    return {"hard": hard_target_bce(z_s, topk, mask=mask)}
+def _soft_terms(z_s, t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
+    return {"soft": _soft(z_s, t, mask)}
 
 
-def _combined_terms(z_s, z_t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
-    topk = teacher_top_k(z_t, config.top_k, mask=mask)
+def _hard_terms(z_s, t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
+    return {"hard": hard_target_bce(z_s, t.first(config.top_k), mask=mask)}
+
+
+def _combined_terms(z_s, t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
     return {
-        "soft": soft_target_kl(z_s, z_t, config.temperature, mask=mask),
-        "hard": hard_target_bce(z_s, topk, mask=mask),
+        "soft": _soft(z_s, t, mask),
+        "hard": hard_target_bce(z_s, t.first(config.top_k), mask=mask),
     }
 
 
-def _ranking_terms(z_s, z_t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
-    topk = teacher_top_k(z_t, config.top_k, mask=mask)
+def _ranking_terms(z_s, t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
     mode = "dynamic" if config.dynamic else "static"
-    loss = ranking_distillation(z_s, topk, config.lam, mode, mu=config.mu, mask=mask)
-    return {"ranking": loss}
+    topk = t.first(config.top_k)
+    return {"ranking": ranking_distillation(z_s, topk, config.lam, mode, mu=config.mu, mask=mask)}
 
 
-def _listwise_terms(z_s, z_t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
-    topk = teacher_top_k(z_t, config.top_k, mask=mask)
+def _listwise_terms(z_s, t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
+    topk = t.first(config.top_k).to(z_s.device, torch.long)
     if sampled is None:
         exclude = _membership(topk, z_s.shape[1])
         if mask is not None:
@@ -526,42 +610,42 @@ def _listwise_terms(z_s, z_t, config, *, mask, sampled, generator) -> dict[str, 
 
 
 LOSSES: dict[str, DistillMethod] = {
-    "none": DistillMethod(
+    Method.NONE: DistillMethod(
         description="Baseline: the student trained on the task alone, no teacher.",
         formula="task",
         needs_teacher=False,
         terms=_no_terms,
         combine=lambda task, terms, c: task,
     ),
-    "soft": DistillMethod(
+    Method.SOFT: DistillMethod(
         description="Soft targets (Hinton et al. 2015): match the teacher's softened scores.",
         formula="(1-a)*task + a*T^2*KL(softmax(z_t/T) || softmax(z_s/T))",
         needs_teacher=True,
         terms=_soft_terms,
         combine=lambda task, terms, c: (1 - c.alpha) * task + c.alpha * terms["soft"],
     ),
-    "hard": DistillMethod(
+    Method.HARD: DistillMethod(
         description="Hard targets: the teacher's top-K as binary labels (BCE).",
         formula="task + b*hard",
         needs_teacher=True,
         terms=_hard_terms,
         combine=lambda task, terms, c: task + c.beta * terms["hard"],
     ),
-    "combined": DistillMethod(
+    Method.COMBINED: DistillMethod(
         description="Soft and hard targets together.",
         formula="task + a*soft + b*hard",
         needs_teacher=True,
         terms=_combined_terms,
         combine=lambda task, terms, c: task + c.alpha * terms["soft"] + c.beta * terms["hard"],
     ),
-    "ranking": DistillMethod(
+    Method.RANKING: DistillMethod(
         description="Ranking distillation (Tang & Wang 2018): teacher top-K as extra positives.",
         formula="task + l * sum_r w_r * -log sigmoid(z_s[pi_r]),  w_r ∝ exp(-r/lam)",
         needs_teacher=True,
         terms=_ranking_terms,
         combine=lambda task, terms, c: task + c.weight * terms["ranking"],
     ),
-    "listwise": DistillMethod(
+    Method.LISTWISE: DistillMethod(
         description="Listwise (DE-RRD 2020): Plackett-Luce likelihood of the teacher's top-K order.",
         formula="task + l * -(1/K) sum_r [z_s[pi_r] - logsumexp(z_s[pi_r..pi_K] ∪ sampled)]",
         needs_teacher=True,
@@ -569,13 +653,13 @@ LOSSES: dict[str, DistillMethod] = {
         combine=lambda task, terms, c: task + c.weight * terms["listwise"],
     ),
 }
-assert tuple(LOSSES) == METHODS
+assert tuple(LOSSES) == tuple(Method)
 
 
 def distillation_loss(
     task_loss: Tensor,
     z_s: Tensor,
-    z_t: Tensor | None,
+    z_t: Tensor | TeacherTargets | None,
     config: DistillConfig,
     *,
     mask: Tensor | None = None,
@@ -598,12 +682,16 @@ def distillation_loss(
     Args:
         task_loss: scalar task loss (BPR, cross-entropy, ...) of the student.
         z_s: ``[B, C]`` student scores over the catalog or a candidate set.
-        z_t: ``[B, C]`` teacher scores over the same items (detached here); may be None for
-            method "none".
+        z_t: ``[B, C]`` teacher scores over the same items (detached here), or the
+            precomputed :class:`TeacherTargets` of these rows (what training passes: the
+            teacher's outputs are computed once per run); may be None for method "none".
         config: the distillation config (validated here).
-        mask: optional boolean ``[B, C]`` of items excluded from the distillation (the user's
-            training items): never teacher top-K positives, never sampled, and removed from
-            the soft distributions.
+        mask: optional boolean ``[B, C]`` of items excluded from the distillation: never
+            teacher top-K positives, never sampled, and removed from the soft distributions.
+            Training passes the row's own context (its prefix, for a sequence student) when
+            the dataset masks history at evaluation, and nothing otherwise: see
+            ``core.teacher_cache.distill_mask``. Never the user's *later* items, which
+            include the true next item.
         sampled: listwise only: ``[B, M]`` uninteresting items. When None, ``config.n_sampled``
             items are drawn uniformly (``sample_items`` with ``generator``), excluding the
             teacher's top-K and the masked items.
@@ -618,12 +706,16 @@ def distillation_loss(
     if method.needs_teacher:
         if z_t is None:
             raise ConfigError(f"Distillation method {config.method!r} needs the teacher's scores.")
-        if z_t.shape != z_s.shape:
-            raise ValueError(
-                f"Teacher scores {tuple(z_t.shape)} and student scores {tuple(z_s.shape)} "
-                "must cover the same items."
-            )
-        z_t = z_t.detach()
+        if isinstance(z_t, Tensor):
+            if z_t.shape != z_s.shape:
+                raise ValueError(
+                    f"Teacher scores {tuple(z_t.shape)} and student scores {tuple(z_s.shape)} "
+                    "must cover the same items."
+                )
+            # The soft term alone needs no top-K (it reads the full scores): ask for one item
+            # so a tiny catalog never trips the top-K size check.
+            k = 1 if config.method == Method.SOFT else config.top_k
+            z_t = TeacherTargets.from_scores(z_t, k, config.temperature, mask=mask)
     mask = _check_mask(z_s, mask)
     terms = method.terms(z_s, z_t, config, mask=mask, sampled=sampled, generator=generator)
     total = method.combine(task_loss, terms, config)

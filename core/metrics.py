@@ -1,9 +1,17 @@
 """Full-ranking evaluation: one vectorised code path for every model.
 
 A model is evaluated through a ``ScoreFn`` (dense user indices -> ``[B, n_items]`` scores).
-Every evaluated user's scores over the whole catalog are masked (items the model saw as
-history get ``-inf``) and the top-K items are taken with ``torch.topk``; the metrics below
-are then computed for all users at once with numpy.
+Every evaluated user's scores over the whole catalog are ranked through the one serving
+path (:mod:`core.ranking`: history mask + top-K); the metrics below are then computed for
+all users at once with numpy.
+
+Repeat-aware protocol. E-commerce targets repeat (view -> cart -> purchase of one item,
+re-orders), so the history mask is a per-dataset setting (``data.masks_history``: auto, on
+or off; see :class:`core.dataset.InteractionData`). With the mask on, a target already in
+the user's history could never be ranked: it is left out of the scored set and counted
+(``repeat_targets_masked``), never scored zero. Whatever the setting, the ``new`` and
+``repeat`` target slices score each kind of target on its own, with the other kind's items
+removed from the list first (neither hit nor miss), so an oracle scores 1 everywhere.
 
 Definitions (binary relevance; ``T`` = the user's held-out items of the stage, ``h_r`` = 1
 when the item at rank ``r`` (1-based) is in ``T``):
@@ -11,8 +19,7 @@ when the item at rank ``r`` (1-based) is in ``T``):
 - ``ndcg@K``: ``sum_{r<=K} h_r / log2(r+1)`` divided by the ideal DCG over ``min(|T|, K)``
   positions, so a perfect list scores 1 with any number of held-out items.
 - ``recall@K``: hits / ``|T|`` (the standard definition: it cannot reach 1 when
-  ``|T| > K``). Targets that are also history items stay in ``|T|`` although masking makes
-  them unreachable, so the number is honest about what the model cannot recommend.
+  ``|T| > K``).
 - ``hr@K``: 1 when at least one hit is in the top K.
 - ``mrr@K``: 1 / rank of the first hit within K, else 0.
 - ``precision@K``: hits / K (the nominal K, also when fewer than K items are eligible).
@@ -45,11 +52,14 @@ from scipy import sparse
 
 from core.dataset import SPLIT_TRAIN, InteractionData, stage_code
 from core.errors import ConfigError
+from core.ranking import history_mask, top_k
 
 ScoreFn = Callable[[np.ndarray], torch.Tensor]
 
 PER_USER_METRICS = ("ndcg", "recall", "hr", "mrr", "precision")
 SLICES = ("cold", "warm", "heavy")
+# Target slices of the repeat-aware evaluation: targets new to the user, and repeats.
+TARGET_SLICES = ("new", "repeat")
 COLD_MAX_ACTIVITY = 5
 HEAVY_PERCENTILE = 90.0
 # Marks an empty top-K slot (fewer eligible items than K).
@@ -92,17 +102,29 @@ class EvalResult:
             rows.append((name, k, float(value)))
         for slice_name, values in self.slices.items():
             for key, value in values.items():
-                if key == "users":
-                    rows.append((f"users[{slice_name}]", 0, float(value)))
-                else:
-                    name, k = _split_key(key)
-                    rows.append((f"{name}[{slice_name}]", k, float(value)))
+                name, k = _split_key(key)
+                rows.append((f"{name}[{slice_name}]", k, float(value)))
         return rows
 
 
+def kept_fraction(value: float | None, reference: float | None) -> float | None:
+    """How much of a reference (the teacher's) metric a model keeps: ``value / reference``.
+
+    None when either side is missing or not finite, or the reference is not positive (a
+    zero-NDCG teacher has nothing to keep). The one definition of "% of the teacher kept".
+    """
+    if value is None or reference is None:
+        return None
+    value, reference = float(value), float(reference)
+    if not (np.isfinite(value) and np.isfinite(reference)) or reference <= 0:
+        return None
+    return value / reference
+
+
 def _split_key(key: str) -> tuple[str, int]:
-    name, k = key.split("@")
-    return name, int(k)
+    """``"ndcg@10"`` -> ``("ndcg", 10)``; a count without K (``"repeat_targets"``) gets 0."""
+    name, _, k = key.partition("@")
+    return name, int(k) if k else 0
 
 
 # --------------------------------------------------------------------------- scoring
@@ -132,22 +154,6 @@ def _check_users(data: InteractionData, users: np.ndarray | Sequence[int]) -> np
     return users
 
 
-def _csr_rows(matrix: sparse.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(position in ``rows``, column) of every stored entry of ``matrix[rows]``.
-
-    Gathers straight from ``indptr`` because scipy's fancy row indexing builds a whole new
-    matrix per batch, which dominates the cost for small batches.
-    """
-    starts = matrix.indptr[rows]
-    lengths = matrix.indptr[rows + 1] - starts
-    total = int(lengths.sum())
-    positions = np.repeat(np.arange(len(rows)), lengths)
-    # Offset of each entry inside its row: 0..len-1, built without a loop.
-    offsets = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    cols = matrix.indices[np.repeat(starts, lengths) + offsets]
-    return positions, cols.astype(np.int64, copy=False)
-
-
 def _scores_tensor(scores: torch.Tensor | np.ndarray, n_rows: int, n_items: int) -> torch.Tensor:
     scores = torch.as_tensor(scores).detach()
     if tuple(scores.shape) != (n_rows, n_items):
@@ -156,10 +162,7 @@ def _scores_tensor(scores: torch.Tensor | np.ndarray, n_rows: int, n_items: int)
             f"({n_rows}, {n_items}) for {n_rows} users and {n_items} items."
         )
     dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
-    # Always a private copy: masking writes in place, and a model may hand back a view of
-    # its own buffers (e.g. one popularity vector expanded over the batch).
-    scores = scores.to(dtype=dtype, copy=True)
-    return scores.masked_fill_(torch.isnan(scores), float("-inf"))
+    return scores.to(dtype=dtype)
 
 
 def _iter_topk(
@@ -167,24 +170,23 @@ def _iter_topk(
     data: InteractionData,
     users: np.ndarray,
     k: int,
-    history: sparse.csr_matrix | None,
+    stage: str | int,
+    exclude_history: bool,
     batch_size: int,
 ) -> Iterator[np.ndarray]:
-    """Yield ``[b, k]`` top-k item indices per batch of ``users`` (``-1`` = no item)."""
+    """Yield ``[b, k]`` top-k item indices per batch of ``users`` (``-1`` = no item).
+
+    Ranks through :func:`core.ranking.top_k` with :func:`core.ranking.history_mask`: the
+    same path as ``Recommender.recommend`` and the ONNX export.
+    """
     n_items = data.n_items
     k_eff = min(k, n_items)
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
         with torch.no_grad():
             scores = _scores_tensor(score_fn(batch), len(batch), n_items)
-        if history is not None:
-            rows, cols = _csr_rows(history, batch)
-            if len(rows):
-                device = scores.device
-                scores[torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device)] = (
-                    float("-inf")
-                )
-        values, indices = torch.topk(scores, k_eff, dim=1)
+            exclude = history_mask(data, batch, stage, scores.device) if exclude_history else None
+            indices, values = top_k(scores, k_eff, exclude)
         indices = indices.masked_fill_(torch.isneginf(values), NO_ITEM).cpu().numpy()
         if k_eff < k:
             pad = np.full((len(batch), k - k_eff), NO_ITEM, dtype=np.int64)
@@ -198,19 +200,21 @@ def topk_items(
     users: np.ndarray | Sequence[int],
     k: int,
     stage: str = "test",
-    exclude_history: bool = True,
+    exclude_history: bool | None = None,
     batch_size: int = 512,
 ) -> np.ndarray:
-    """``[B, k]`` top-k item indices for ``users``, best first, history of ``stage`` masked.
+    """``[B, k]`` top-k item indices for ``users``, best first.
 
-    Slots with no eligible item (the user's history covers the catalog) hold ``-1``.
+    The history of ``stage`` is masked per the dataset's setting (``exclude_history=None``)
+    or as given. Slots with no eligible item hold ``-1``.
     """
     if k < 1:
         raise ConfigError(f"K must be a positive integer; got {k}.")
+    if exclude_history is None:
+        exclude_history = data.masks_history
     _check_stage(data, stage, exclude_history)
     users = _check_users(data, users)
-    history = data.history_matrix(stage) if exclude_history else None
-    parts = list(_iter_topk(score_fn, data, users, k, history, batch_size))
+    parts = list(_iter_topk(score_fn, data, users, k, stage, exclude_history, batch_size))
     if not parts:
         return np.empty((0, k), dtype=np.int64)
     return np.concatenate(parts, axis=0)
@@ -237,91 +241,134 @@ def _slice_masks(activity: np.ndarray) -> dict[str, np.ndarray]:
     return {"cold": cold, "warm": ~cold & ~heavy, "heavy": heavy}
 
 
+class _Targets:
+    """A set of (user, item) targets, looked up by sorted keys: no dense matrix."""
+
+    def __init__(self, matrix: sparse.csr_matrix, tail_items: np.ndarray):
+        n_users, self.n_items = matrix.shape
+        self.counts = np.diff(matrix.indptr).astype(np.int64)
+        rows = np.repeat(np.arange(n_users, dtype=np.int64), self.counts)
+        keys = rows * self.n_items + matrix.indices.astype(np.int64)
+        order = np.argsort(keys, kind="stable")
+        self.keys = keys[order]
+        self.is_tail = tail_items[matrix.indices[order]]
+        self.tail_counts = np.bincount(rows[tail_items[matrix.indices]], minlength=n_users)
+
+    def hits(self, users: np.ndarray, topk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Bool ``[B, K]`` hits and tail hits of the ranked lists ``topk``."""
+        valid = topk != NO_ITEM
+        if not len(self.keys):
+            none = np.zeros_like(valid)
+            return none, none
+        query = users[:, None] * self.n_items + topk
+        pos = np.minimum(np.searchsorted(self.keys, query), len(self.keys) - 1)
+        hits = valid & (self.keys[pos] == query)
+        return hits, hits & self.is_tail[pos]
+
+
+def _per_user(
+    hits: np.ndarray, skip: np.ndarray, n_targets: np.ndarray, ks: tuple[int, ...]
+) -> dict[str, np.ndarray]:
+    """Per-user metrics at each K from ``[B, L]`` hits; ``skip`` positions are removed first.
+
+    Skipped positions hold targets of the other kind (a repeat target when scoring new
+    ones, and vice versa): they are neither a hit nor a miss, so an oracle scores 1.
+    """
+    keep = ~skip
+    rank = np.cumsum(keep, axis=1)  # 1-based rank among kept positions
+    discounts = 1.0 / np.log2(np.arange(2, ks[-1] + 2, dtype=np.float64))
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        in_k = hits & keep & (rank <= k)
+        n_hits = in_k.sum(axis=1).astype(np.float64)
+        gains = np.where(in_k, 1.0 / np.log2(np.maximum(rank, 1) + 1.0), 0.0)
+        idcg = ideal[np.minimum(n_targets, k).astype(np.int64)]
+        any_hit = in_k.any(axis=1)
+        first_rank = np.where(in_k, rank, np.iinfo(np.int64).max).min(
+            axis=1, initial=np.iinfo(np.int64).max
+        )
+        out[f"ndcg@{k}"] = np.divide(
+            gains.sum(axis=1), idcg, out=np.zeros(len(hits)), where=idcg > 0
+        )
+        out[f"recall@{k}"] = n_hits / np.maximum(n_targets, 1.0)
+        out[f"hr@{k}"] = any_hit.astype(np.float64)
+        out[f"mrr@{k}"] = np.where(any_hit, 1.0 / np.maximum(first_rank, 1), 0.0)
+        out[f"precision@{k}"] = n_hits / k
+        out[f"_tail_hits@{k}"] = in_k  # per position; summed with the tail flags by callers
+    return out
+
+
 def evaluate(
     score_fn: ScoreFn,
     data: InteractionData,
     stage: str = "test",
     ks: Sequence[int] = (10, 20),
-    exclude_history: bool = True,
+    exclude_history: bool | None = None,
     batch_size: int = 512,
     users: np.ndarray | None = None,
     return_topk: bool = False,
 ) -> EvalResult:
     """Full-ranking evaluation of ``score_fn`` on ``stage`` (see the module docstring).
 
+    ``exclude_history=None`` follows the dataset's history-mask setting
+    (``data.masks_history``); True/False force it. With the mask on, targets already in the
+    user's history are left out of every metric and counted (``repeat_targets_masked``),
+    never scored zero. The ``new`` and ``repeat`` slices score each kind of target apart.
     ``users`` restricts the evaluation to a subset (users without held-out items in
     ``stage`` are dropped); by default every user in ``data.eval_users(stage)`` counts.
-    ``exclude_history=False`` keeps history items rankable (repeat-purchase data).
     """
     ks = tuple(sorted({int(k) for k in ks}))
     if not ks or ks[0] < 1:
         raise ConfigError(f"K values must be positive integers; got {ks}.")
     if batch_size < 1:
         raise ConfigError(f"The evaluation batch size must be positive; got {batch_size}.")
-    _check_stage(data, stage, exclude_history)
-    targets = data.target_matrix(stage)
-    n_targets_all = np.diff(targets.indptr)
+    if exclude_history is None:
+        exclude_history = data.masks_history
+    code = _check_stage(data, stage, exclude_history)
+    all_targets = data.target_matrix(stage)
+    repeat_matrix = (
+        data.repeat_targets(stage) if code != SPLIT_TRAIN else sparse.csr_matrix(all_targets.shape)
+    )
+    new_matrix = (all_targets - repeat_matrix).tocsr()
+    new_matrix.eliminate_zeros()
+    # With the mask on a repeat target can never be ranked: it leaves the scored set.
+    scored_matrix = new_matrix if exclude_history else all_targets
+    n_scored = np.diff(scored_matrix.indptr)
     if users is None:
-        users = data.eval_users(stage)
+        users = np.flatnonzero(n_scored > 0)
     else:
         users = _check_users(data, users)
-        users = users[n_targets_all[users] > 0]
+        users = users[n_scored[users] > 0]
     users = users.astype(np.int64, copy=False)
-    max_k = ks[-1]
-    history = data.history_matrix(stage) if exclude_history else None
 
-    parts = list(_iter_topk(score_fn, data, users, max_k, history, batch_size))
-    topk = np.concatenate(parts) if parts else np.empty((0, max_k), dtype=np.int64)
-
-    # Hits by looking up (user, item) keys in the target matrix's sorted keys: no dense
-    # [users, n_items] matrix, so memory stays at the size of the top-K array.
-    n_items = data.n_items
-    target_rows = np.repeat(np.arange(data.n_users, dtype=np.int64), n_targets_all)
-    target_keys = target_rows * n_items + targets.indices.astype(np.int64)
-    order = np.argsort(target_keys, kind="stable")
-    target_keys = target_keys[order]
-    target_is_tail = data.tail_items[targets.indices[order]]
-    query = users[:, None] * n_items + topk
-    pos = np.searchsorted(target_keys, query)
-    pos_clipped = np.minimum(pos, max(len(target_keys) - 1, 0))
-    valid = topk != NO_ITEM
-    if len(target_keys):
-        hits = valid & (target_keys[pos_clipped] == query)
-        tail_hits = hits & target_is_tail[pos_clipped]
-    else:
-        hits = np.zeros_like(valid)
-        tail_hits = hits
-
-    n_targets = n_targets_all[users].astype(np.float64)
-    tail_counts_all = np.bincount(
-        target_rows[data.tail_items[targets.indices]], minlength=data.n_users
+    # Scoring one kind of target skips the positions the other kind holds, so fetch enough
+    # extra items to still fill K after the skips.
+    repeat_counts = np.diff(repeat_matrix.indptr)
+    extra = (
+        0 if exclude_history or not len(users) else int(np.diff(all_targets.indptr)[users].max())
     )
-    n_tail_targets = tail_counts_all[users].astype(np.float64)
+    max_k = ks[-1]
+    parts = list(
+        _iter_topk(score_fn, data, users, max_k + extra, stage, exclude_history, batch_size)
+    )
+    ranked = np.concatenate(parts) if parts else np.empty((0, max_k + extra), dtype=np.int64)
+    topk = ranked[:, :max_k]
 
-    discounts = 1.0 / np.log2(np.arange(2, max_k + 2, dtype=np.float64))
-    ideal_cumulative = np.concatenate([[0.0], np.cumsum(discounts)])
+    scored = _Targets(scored_matrix, data.tail_items)
+    hits, tail_hits = scored.hits(users, ranked)
+    no_skip = np.zeros_like(hits)
+    per_user = _per_user(hits, no_skip, scored.counts[users].astype(np.float64), ks)
+    n_tail_targets = scored.tail_counts[users].astype(np.float64)
 
-    per_user: dict[str, np.ndarray] = {}
-    tail_hits_at: dict[int, np.ndarray] = {}
     metrics: dict[str, float] = {}
+    tail_hits_at: dict[int, np.ndarray] = {}
     for k in ks:
-        hits_k = hits[:, :k]
-        n_hits = hits_k.sum(axis=1).astype(np.float64)
-        dcg = (hits_k * discounts[:k]).sum(axis=1)
-        idcg = ideal_cumulative[np.minimum(n_targets, k).astype(np.int64)]
-        any_hit = hits_k.any(axis=1)
-        first = hits_k.argmax(axis=1)
-        per_user[f"ndcg@{k}"] = np.divide(dcg, idcg, out=np.zeros_like(dcg), where=idcg > 0)
-        per_user[f"recall@{k}"] = n_hits / np.maximum(n_targets, 1.0)
-        per_user[f"hr@{k}"] = any_hit.astype(np.float64)
-        per_user[f"mrr@{k}"] = np.where(any_hit, 1.0 / (first + 1.0), 0.0)
-        per_user[f"precision@{k}"] = n_hits / k
-        tail_hits_at[k] = tail_hits[:, :k].sum(axis=1)
-
+        tail_hits_at[k] = (per_user.pop(f"_tail_hits@{k}") & tail_hits).sum(axis=1)
         for name in PER_USER_METRICS:
             metrics[f"{name}@{k}"] = _nan_mean(per_user[f"{name}@{k}"])
         top = topk[:, :k]
-        metrics[f"coverage@{k}"] = len(np.unique(top[top != NO_ITEM])) / n_items
+        metrics[f"coverage@{k}"] = len(np.unique(top[top != NO_ITEM])) / data.n_items
         metrics[f"tail_recall@{k}"] = _ratio(tail_hits_at[k].sum(), n_tail_targets.sum())
 
     slices: dict[str, dict[str, float]] = {}
@@ -334,6 +381,36 @@ def evaluate(
                 tail_hits_at[k][mask].sum(), n_tail_targets[mask].sum()
             )
         slices[slice_name] = values
+
+    # Repeat-aware slices: each kind of target scored on its own.
+    kinds = {
+        "new": _Targets(new_matrix, data.tail_items),
+        "repeat": _Targets(repeat_matrix, data.tail_items),
+    }
+    for kind, targets in kinds.items():
+        other = kinds["repeat" if kind == "new" else "new"]
+        counts = targets.counts[users].astype(np.float64)
+        has = counts > 0
+        values = {"users": float(has.sum()), "targets": float(counts.sum())}
+        if kind == "repeat" and exclude_history:
+            # Masked: these targets cannot be ranked; reported as a count, never scored.
+            for k in ks:
+                for name in PER_USER_METRICS:
+                    values[f"{name}@{k}"] = float("nan")
+        else:
+            kind_hits, _ = targets.hits(users[has], ranked[has])
+            skip, _ = other.hits(users[has], ranked[has])
+            kind_metrics = _per_user(kind_hits, skip, counts[has], ks)
+            for k in ks:
+                for name in PER_USER_METRICS:
+                    values[f"{name}@{k}"] = _nan_mean(kind_metrics[f"{name}@{k}"])
+        slices[kind] = values
+
+    metrics["repeat_targets"] = (
+        float(repeat_counts[data.eval_users(stage)].sum()) if code != SPLIT_TRAIN else 0.0
+    )
+    metrics["repeat_targets_masked"] = metrics["repeat_targets"] if exclude_history else 0.0
+    metrics["history_masked"] = float(bool(exclude_history))
 
     return EvalResult(
         metrics=metrics,
@@ -376,10 +453,3 @@ def jaccard_at_k(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out = np.full(len(a), np.nan)
     np.divide(inter, union, out=out, where=union > 0)
     return out
-
-
-def mean_jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean row-wise Jaccard@K over rows where at least one list is non-empty (else ``nan``)."""
-    values = jaccard_at_k(a, b)
-    values = values[~np.isnan(values)]
-    return _nan_mean(values)

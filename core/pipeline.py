@@ -19,13 +19,11 @@ import torch
 
 from core.dataset import InteractionData
 from core.distill import DistillConfig
+from core.enums import Family, Method, Role, choice_list
 from core.errors import ConfigError
-from core.metrics import EvalResult, evaluate, jaccard_at_k
+from core.metrics import EvalResult, evaluate, jaccard_at_k, kept_fraction
 from core.models import ModelConfig, Recommender, build_model
 from core.train import EpochReport, TrainConfig, TrainResult, train_model
-
-ROLES = ("popularity", "teacher", "baseline", "student")
-METHODS = ("soft", "hard", "combined", "ranking", "listwise")
 
 # Defaults sized for the demo shop on 2 CPU cores (bench/distill.py): a 4-block teacher
 # (1.18M parameters, ~17 s an epoch) and a 1-block d=32 student at 9.3% of its parameters
@@ -44,7 +42,7 @@ class RunSpec:
     role: str
     model: ModelConfig
     train: TrainConfig = field(default_factory=TrainConfig)
-    distill: DistillConfig = field(default_factory=lambda: DistillConfig(method="none"))
+    distill: DistillConfig = field(default_factory=lambda: DistillConfig(method=Method.NONE))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,11 +55,11 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunSpec:
-        if raw.get("role") not in ROLES:
+        if raw.get("role") not in set(Role):
             raise ConfigError(
-                f"Unknown run role {raw.get('role')!r}; choose one of {', '.join(ROLES)}."
+                f"Unknown run role {raw.get('role')!r}; choose one of {choice_list(Role)}."
             )
-        distill = raw.get("distill") or {"method": "none"}
+        distill = raw.get("distill") or {"method": Method.NONE}
         return cls(
             name=str(raw.get("name") or raw["role"]),
             role=raw["role"],
@@ -87,8 +85,8 @@ class RunOutcome:
 def popularity_spec(seed: int = 0) -> RunSpec:
     return RunSpec(
         name="popularity",
-        role="popularity",
-        model=ModelConfig(family="popularity"),
+        role=Role.POPULARITY,
+        model=ModelConfig(family=Family.POPULARITY),
         train=TrainConfig(epochs=1, seed=seed),
     )
 
@@ -97,12 +95,12 @@ def student_specs(
     model: ModelConfig, train: TrainConfig, methods: tuple[str, ...], **knobs: Any
 ) -> list[RunSpec]:
     """The no-teacher baseline followed by one distilled student per method."""
-    specs = [RunSpec(name="student-no-teacher", role="baseline", model=model, train=train)]
+    specs = [RunSpec(name="student-no-teacher", role=Role.BASELINE, model=model, train=train)]
     for method in methods:
         specs.append(
             RunSpec(
                 name=f"student-{method}",
-                role="student",
+                role=Role.STUDENT,
                 model=model,
                 train=train,
                 distill=DistillConfig(method=method, **knobs),
@@ -121,7 +119,7 @@ def train_and_evaluate(
     ks: tuple[int, ...] = (10, 20),
 ) -> RunOutcome:
     """Build, train and test one model. Deterministic for a given spec and dataset."""
-    if spec.distill.method != "none" and teacher is None:
+    if spec.distill.method != Method.NONE and teacher is None:
         raise ConfigError(
             f"Run {spec.name!r} distills with {spec.distill.method!r} but has no teacher."
         )
@@ -132,7 +130,7 @@ def train_and_evaluate(
         model,
         data,
         spec.train,
-        teacher=teacher if spec.distill.method != "none" else None,
+        teacher=teacher if spec.distill.method != Method.NONE else None,
         distill=spec.distill,
         progress=progress,
         cancel=cancel,
@@ -159,13 +157,19 @@ def teacher_overlap(student: EvalResult, teacher: EvalResult, k: int = 10) -> fl
     return float(jaccard_at_k(student.topk[:, :k], teacher.topk[:, :k]).mean())
 
 
+def epoch_seconds(training: TrainResult) -> float:
+    """Median seconds of a training epoch (validation included), robust to a slow first one."""
+    seconds = [r.seconds for r in training.history]
+    return float(np.median(seconds)) if seconds else float("nan")
+
+
 def summary_row(outcome: RunOutcome, teacher: RunOutcome | None = None) -> dict[str, Any]:
     """One row of the comparison table (the keys bench/distill.py writes)."""
     m = outcome.test.metrics
     row: dict[str, Any] = {
         "name": outcome.spec.name,
         "role": outcome.spec.role,
-        "method": outcome.spec.distill.method if outcome.spec.role == "student" else None,
+        "method": outcome.spec.distill.method if outcome.spec.role == Role.STUDENT else None,
         "params": outcome.params,
         "ndcg@10": m["ndcg@10"],
         "hr@10": m["hr@10"],
@@ -175,11 +179,17 @@ def summary_row(outcome: RunOutcome, teacher: RunOutcome | None = None) -> dict[
         "tail_recall@10": m["tail_recall@10"],
         "train_seconds": round(outcome.train_seconds, 2),
         "best_epoch": outcome.training.best_epoch,
+        "seed": outcome.spec.train.seed,
+        "valid_ndcg@10": outcome.training.best_val_ndcg,
+        "epoch_seconds": epoch_seconds(outcome.training),
+        "ndcg@10_new": outcome.test.slices.get("new", {}).get("ndcg@10", float("nan")),
+        "ndcg@10_repeat": outcome.test.slices.get("repeat", {}).get("ndcg@10", float("nan")),
+        "history_masked": bool(outcome.test.metrics.get("history_masked", 1.0)),
     }
     if teacher is not None:
-        reference = teacher.test.metrics["ndcg@10"]
         # A teacher that hits nothing has no share to keep: say "unknown", not infinity.
-        row["teacher_kept"] = m["ndcg@10"] / reference if reference > 0 else float("nan")
+        kept = kept_fraction(m["ndcg@10"], teacher.test.metrics["ndcg@10"])
+        row["teacher_kept"] = float("nan") if kept is None else kept
         row["jaccard@10_vs_teacher"] = teacher_overlap(outcome.test, teacher.test)
         row["params_vs_teacher"] = outcome.params / max(1, teacher.params)
     return row
@@ -187,8 +197,9 @@ def summary_row(outcome: RunOutcome, teacher: RunOutcome | None = None) -> dict[
 
 def load_demo_dataset(scale: float = 1.0, seed: int = 7, split: Any = None) -> InteractionData:
     """The built-in demo shop, ingested through the same path as an upload."""
-    from core.data import ColumnMapping, SplitOptions, build_dataset
-    from core.demo import DemoConfig, demo_content_hash, generate_demo
+    from core.ingestion.build import build_dataset
+    from core.ingestion.demo import DemoConfig, demo_content_hash, generate_demo
+    from core.ingestion.options import ColumnMapping, SplitOptions
 
     config = DemoConfig(scale=scale, seed=seed)
     interactions, catalog = generate_demo(config)
@@ -231,12 +242,14 @@ def run_experiment(
     outcomes += [pop, teach]
     for spec in students:
         out = train_and_evaluate(data, spec, teacher=teach.model, progress=epoch_logger(spec.name))
+        for note in out.training.notes:
+            log(f"  {spec.name}: {note}")
         log(
             f"{spec.name:<17} ndcg@10={out.test.metrics['ndcg@10']:.4f} params={out.params:,} "
             f"epochs={out.training.epochs_run} ({out.train_seconds:.0f}s)"
         )
         outcomes.append(out)
     return [
-        summary_row(o, teach if o.spec.role in ("student", "baseline", "popularity") else None)
+        summary_row(o, teach if o.spec.role != Role.TEACHER else None)
         for o in outcomes
     ]

@@ -21,13 +21,12 @@ import torch
 
 from core.dataset import InteractionData
 from core.distill import DistillConfig, distillation_loss
+from core.enums import Method
 from core.errors import ConfigError, TrainingCancelled, TrainingDiverged
 from core.metrics import evaluate
-from core.models import Recommender, user_history_mask
+from core.models import Recommender
+from core.teacher_cache import DEFAULT_BUDGET_BYTES, TeacherCache, distill_mask
 
-# Above this many teacher scores (users x items) the teacher is run per batch instead of
-# caching one row per user: 50M floats is 200 MB, the most we want resident for a cache.
-TEACHER_CACHE_LIMIT = 50_000_000
 MAX_LR = 10.0
 
 
@@ -35,9 +34,14 @@ MAX_LR = 10.0
 class TrainConfig:
     """Optimisation settings. Saved with every run so the CLI can reproduce it.
 
-    negatives: uniform negatives per positive for BPR (MF); softmax models ignore it.
-    patience:  epochs without a better validation NDCG@10 before stopping.
-    device:    "auto" (CUDA when present), "cpu" or "cuda".
+    negatives:  negatives per positive for BPR (MF), drawn outside the user's positives;
+                softmax models ignore it.
+    patience:   epochs without a better validation NDCG@10 before stopping.
+    min_epochs: never stop before this many epochs: a noisy validation curve often dips
+                once early and recovers, and stopping at the first dip keeps a half-trained
+                model (the best epoch's weights are restored either way).
+    teacher_cache_mb: memory budget of the teacher's precomputed outputs (core.teacher_cache).
+    device:     "auto" (CUDA when present), "cpu" or "cuda".
     """
 
     epochs: int = 30
@@ -46,8 +50,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     negatives: int = 4
     patience: int = 3
+    min_epochs: int = 1
     seed: int = 0
     device: str = "auto"
+    teacher_cache_mb: int = DEFAULT_BUDGET_BYTES // 2**20
 
     def validate(self) -> TrainConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.negatives < 1:
@@ -64,6 +70,14 @@ class TrainConfig:
             )
         if self.patience < 1:
             raise ConfigError("Patience must be at least 1 epoch.")
+        if not 1 <= self.min_epochs <= self.epochs:
+            raise ConfigError(
+                f"min_epochs must be between 1 and epochs ({self.epochs}); got {self.min_epochs}."
+            )
+        if self.teacher_cache_mb < 1:
+            raise ConfigError(
+                f"teacher_cache_mb must be at least 1 (MB); got {self.teacher_cache_mb}."
+            )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"Device must be auto, cpu or cuda; got {self.device!r}.")
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -101,6 +115,7 @@ class TrainResult:
     seconds: float
     stopped_early: bool
     history: tuple[EpochReport, ...] = field(default_factory=tuple)
+    notes: tuple[str, ...] = field(default_factory=tuple)  # e.g. the teacher cache's form
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -112,42 +127,6 @@ def resolve_device(name: str = "auto") -> torch.device:
 def validation_metrics(model: Recommender, data: InteractionData) -> dict[str, float]:
     result = evaluate(lambda u: model.score_users(data, u, "valid"), data, "valid", ks=(10,))
     return {"ndcg@10": result.metrics["ndcg@10"], "recall@10": result.metrics["recall@10"]}
-
-
-class TeacherScores:
-    """Scores of a frozen teacher for the student's distillation rows.
-
-    When both models read sequences of the same length, the teacher scores exactly the
-    student's prefixes (every position is a distillation row). Otherwise the teacher's view of
-    each user after the whole training history is used, cached when it fits in memory.
-    """
-
-    def __init__(self, teacher: Recommender, student: Recommender, data: InteractionData):
-        self.teacher = teacher
-        self.data = data
-        self.same_prefixes = (
-            teacher.input_kind == student.input_kind == "sequence"
-            and teacher.config.max_len == student.config.max_len
-        )
-        self.cache: torch.Tensor | None = None
-        if not self.same_prefixes and data.n_users * data.n_items <= TEACHER_CACHE_LIMIT:
-            users = np.arange(data.n_users)
-            self.cache = torch.cat(
-                [
-                    teacher.score_users(data, users[i : i + 1024], "train")
-                    for i in range(0, len(users), 1024)
-                ]
-            )
-
-    @torch.no_grad()
-    def rows(
-        self, context: torch.Tensor, positions: torch.Tensor | None, row_users: torch.Tensor
-    ) -> torch.Tensor:
-        if self.same_prefixes and positions is not None:
-            return self.teacher.position_scores(context)[positions]
-        if self.cache is not None:
-            return self.cache[row_users]
-        return self.teacher.score_users(self.data, row_users.cpu().numpy(), "train")
 
 
 def train_model(
@@ -162,9 +141,9 @@ def train_model(
 ) -> TrainResult:
     """Train ``model`` in place; on return it holds the weights of its best validation epoch."""
     config.validate()
-    distill = distill or DistillConfig(method="none")
+    distill = distill or DistillConfig(method=Method.NONE)
     distill.validate()
-    if distill.method != "none" and teacher is None:
+    if distill.method != Method.NONE and teacher is None:
         raise ConfigError(f"Distillation method {distill.method!r} needs a teacher run.")
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
@@ -182,13 +161,15 @@ def train_model(
             progress(report)
         return TrainResult(1, val["ndcg@10"], 1, seconds, False, (report,))
 
-    teacher_scores = None
-    history_mask = None
-    if teacher is not None and distill.method != "none":
+    cache = None
+    notes: list[str] = []
+    if teacher is not None and distill.method != Method.NONE:
         teacher.to(device).eval().requires_grad_(False)
-        teacher_scores = TeacherScores(teacher, model, data)
-        if data.n_users * data.n_items <= 4 * TEACHER_CACHE_LIMIT:
-            history_mask = user_history_mask(data, torch.arange(data.n_users), device)
+        # The frozen teacher's outputs never change: score every training row once.
+        budget = config.teacher_cache_mb * 2**20
+        cache = TeacherCache(teacher, model, data, distill, budget_bytes=budget)
+        if cache.note:
+            notes.append(cache.note)
 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     best_ndcg, best_epoch, best_state = -1.0, 0, None
@@ -204,17 +185,17 @@ def train_model(
                 raise TrainingCancelled(f"Cancelled by the user during epoch {epoch}.")
             batch = batch.to(device)
             step = model.training_step(batch)
-            if teacher_scores is None:
+            if cache is None:
                 loss, terms = step.task_loss, {"task": float(step.task_loss.detach())}
             else:
-                z_t = teacher_scores.rows(batch.context, step.positions, step.row_users)
-                mask = (
-                    history_mask[step.row_users]
-                    if history_mask is not None
-                    else user_history_mask(data, step.row_users, device)
-                )
+                mask = distill_mask(data, batch, step, data.n_items)
                 loss, terms = distillation_loss(
-                    step.task_loss, step.rows, z_t, distill, mask=mask, generator=sample_gen
+                    step.task_loss,
+                    step.rows,
+                    cache.targets(batch, step, mask),
+                    distill,
+                    mask=mask,
+                    generator=sample_gen,
                 )
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
@@ -256,7 +237,7 @@ def train_model(
         history.append(report)
         if progress:
             progress(report)
-        if epoch - best_epoch >= config.patience:
+        if epoch >= config.min_epochs and epoch - best_epoch >= config.patience:
             stopped_early = epoch < config.epochs
             break
 
@@ -271,4 +252,5 @@ def train_model(
         seconds=time.perf_counter() - started,
         stopped_early=stopped_early,
         history=tuple(history),
+        notes=tuple(notes),
     )

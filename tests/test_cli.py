@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from core.cli import build_parser, main
+from core.pipeline import load_demo_dataset
 from core.store import Store
 
 
-@pytest.mark.parametrize("command", ["stats", "demo", "load-demo", "run"])
+@pytest.mark.parametrize("command", ["stats", "demo", "load-demo", "run", "worker"])
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])
@@ -59,3 +60,29 @@ def test_run_prints_a_table_and_writes_json(home, tmp_path, capsys):
     rows = json.loads(out.read_text())
     assert [r["role"] for r in rows] == ["popularity", "teacher", "baseline", "student"]
     assert "teacher_kept" in rows[-1] and "student-combined" in capsys.readouterr().out
+
+
+def test_worker_with_max_runs_serves_the_queue_and_stops(home, capsys):
+    from core.ingestion.registry import register_dataset
+    from core.jobs import JobManager
+    from core.pipeline import popularity_spec
+    from core.runner import submit_run, training_runner
+
+    with Store() as store:
+        dataset = register_dataset(store, load_demo_dataset(scale=0.05), source="demo shop")
+        with JobManager(store, training_runner, workers=0) as app:  # submits, never trains
+            ids = [submit_run(app, dataset.id, popularity_spec(seed=i)) for i in range(3)]
+            assert main(["worker", "--max-runs", "2"]) == 0
+            statuses = [store.get_run(i).status for i in ids]
+    assert statuses == ["succeeded", "succeeded", "queued"]  # the third is left for others
+    assert "worker served 2 run(s): 2 succeeded" in capsys.readouterr().out
+
+
+def test_worker_refuses_a_device_it_does_not_have(home, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["worker", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: The worker was asked to train on CUDA, but no GPU is visible")
+    assert "\n" not in err.strip()

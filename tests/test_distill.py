@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from core.distill import (
     LOSSES,
-    METHODS,
     DistillConfig,
     distillation_loss,
     dynamic_rank_weights,
@@ -22,6 +21,7 @@ from core.distill import (
     soft_target_kl,
     teacher_top_k,
 )
+from core.enums import Method
 from core.errors import ConfigError
 
 
@@ -346,7 +346,7 @@ EXPECTED_TERMS = {
 }
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", list(Method))
 @pytest.mark.parametrize("dynamic", [False, True])
 def test_gradients_reach_student_never_teacher(method: str, dynamic: bool):
     z_s, z_t, mask = _inputs()
@@ -435,7 +435,7 @@ def test_listwise_draws_samples_outside_topk_and_mask():
 
 
 def test_losses_table_is_explicit_and_complete():
-    assert tuple(LOSSES) == METHODS
+    assert tuple(LOSSES) == tuple(Method)
     for name, method in LOSSES.items():
         assert method.description and method.formula, name
         assert callable(method.terms) and callable(method.combine)
@@ -482,3 +482,15 @@ def test_config_errors_at_call_time():
     with pytest.raises(ConfigError, match="top-K"):
         distillation_loss(torch.tensor(0.0), z, z, DistillConfig("hard", top_k=10))
     assert DistillConfig("ranking").validate() == DistillConfig("ranking")
+
+
+def test_soft_keeps_the_task_loss_by_default():
+    config = DistillConfig(method="soft")
+    assert 0 < config.alpha < 1
+    z_s = torch.zeros(2, 4, requires_grad=True)
+    z_t = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    task = torch.tensor(3.0)
+    total, terms = distillation_loss(task, z_s, z_t, config)
+    expected = (1 - config.alpha) * 3.0 + config.alpha * terms["soft"]
+    assert float(total.detach()) == pytest.approx(expected)
+    assert terms["task"] == 3.0 and float(total.detach()) > config.alpha * terms["soft"]

@@ -10,7 +10,7 @@ import torch
 
 from core.dataset import SPLIT_TEST, SPLIT_TRAIN, SPLIT_VALID, InteractionData
 from core.errors import ConfigError
-from core.metrics import EvalResult, evaluate, jaccard_at_k, mean_jaccard, topk_items
+from core.metrics import EvalResult, evaluate, jaccard_at_k, topk_items
 
 TR, VA, TE = SPLIT_TRAIN, SPLIT_VALID, SPLIT_TEST
 
@@ -181,38 +181,104 @@ def test_valid_stage_masks_train_only() -> None:
     assert res.metrics["mrr@10"] == 1.0
 
 
-def test_top_scored_history_item_never_counts_as_hit() -> None:
+def test_masked_repeat_target_is_reported_apart_never_scored_zero() -> None:
     # Repeat purchase: the test item was also bought in training.
-    rows = [(0, 0, TR), (0, 4, TR), (0, 0, TE)]
-    data = make_data(1, 6, rows)
-    table = ranking_scores(6, [0])[None, :]
-    res = evaluate(fixed_scores(table), data, ks=(3,), return_topk=True)
+    rows = [(0, 0, TR), (0, 4, TR), (0, 0, TE), (1, 1, TR), (1, 2, TE)]
+    data = make_data(2, 6, rows)
+    table = np.stack([ranking_scores(6, [0]), ranking_scores(6, [3, 2])])
+    res = evaluate(fixed_scores(table), data, ks=(3,), exclude_history=True, return_topk=True)
     assert res.topk is not None
-    assert 0 not in res.topk[0]
-    assert res.metrics["hr@3"] == 0.0
-    assert res.metrics["recall@3"] == 0.0
+    # User 0's only target is unreachable under the mask: left out of the averages, counted.
+    assert list(res.users) == [1]
+    assert res.metrics["repeat_targets"] == 1.0
+    assert res.metrics["repeat_targets_masked"] == 1.0
+    assert res.metrics["history_masked"] == 1.0
+    assert res.metrics["hr@3"] == 1.0
+    assert res.metrics["ndcg@3"] == pytest.approx(1 / math.log2(3))
+    assert res.slices["repeat"]["targets"] == 0.0  # user 1 has no repeat target
+    assert res.slices["new"]["ndcg@3"] == pytest.approx(1 / math.log2(3))
 
     kept = evaluate(fixed_scores(table), data, ks=(3,), exclude_history=False, return_topk=True)
     assert kept.topk is not None
     assert kept.topk[0, 0] == 0
+    assert list(kept.users) == [0, 1]
     assert kept.metrics["hr@3"] == 1.0
-    assert kept.metrics["ndcg@3"] == pytest.approx(1.0)
+    assert kept.metrics["repeat_targets_masked"] == 0.0
+    assert kept.slices["repeat"]["ndcg@3"] == pytest.approx(1.0)
+    assert kept.slices["repeat"]["users"] == 1.0
+    assert kept.slices["new"]["ndcg@3"] == pytest.approx(1 / math.log2(3))
 
 
-def test_user_with_whole_catalog_masked() -> None:
-    # User 0 has every item in history (and a repeat test item); user 1 is normal.
-    rows = [(0, i, TR) for i in range(4)] + [(0, 2, TE), (1, 0, TR), (1, 3, TE)]
+def test_masked_history_items_never_recommended() -> None:
+    # User 0 has every item in history but one; user 1 is normal.
+    rows = [(0, i, TR) for i in range(3)] + [(0, 3, TE), (1, 0, TR), (1, 3, TE)]
     data = make_data(2, 4, rows)
     table = np.stack([ranking_scores(4, [2]), ranking_scores(4, [3])])
-    res = evaluate(fixed_scores(table), data, ks=(2, 10), return_topk=True)
+    res = evaluate(fixed_scores(table), data, ks=(2, 10), exclude_history=True, return_topk=True)
     assert res.topk is not None
-    assert (res.topk[0] == -1).all()
+    assert list(res.topk[0, :2]) == [3, -1] and (res.topk[0, 1:] == -1).all()
     assert list(res.topk[1, :3]) == [3, 1, 2] and (res.topk[1, 3:] == -1).all()
-    assert res.metrics["hr@2"] == pytest.approx(0.5)
-    assert res.metrics["precision@10"] == pytest.approx((0 + 1 / 10) / 2)
+    assert res.metrics["hr@2"] == pytest.approx(1.0)
+    assert res.metrics["precision@10"] == pytest.approx((1 / 10 + 1 / 10) / 2)
     assert res.metrics["coverage@2"] == pytest.approx(2 / 4)  # items 3 and 1
     assert res.metrics["coverage@10"] == pytest.approx(3 / 4)
     assert all(np.isfinite(v) for v in res.metrics.values())
+
+
+def _oracle(data: InteractionData, stage: str) -> np.ndarray:
+    """Scores that put every held-out target of ``stage`` first."""
+    table = np.zeros((data.n_users, data.n_items))
+    targets = data.target_matrix(stage).tocoo()
+    table[targets.row, targets.col] = 1.0
+    return table
+
+
+@pytest.mark.parametrize("setting", ["auto", "on", "off"])
+@pytest.mark.parametrize("stage", ["valid", "test"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_oracle_reaches_one_under_every_setting(setting: str, stage: str, seed: int) -> None:
+    from dataclasses import replace
+
+    rng = np.random.default_rng(seed)
+    data = replace(random_data(rng, n_users=30, n_items=20), history_mask=setting)
+    assert data.repeat_targets("test").nnz > 0  # the fixture has repeats to get wrong
+    res = evaluate(fixed_scores(_oracle(data, stage)), data, stage, ks=(5, 10))
+    for k in (5, 10):
+        for name in ("ndcg", "hr", "mrr"):
+            assert res.metrics[f"{name}@{k}"] == pytest.approx(1.0), (name, k)
+            assert res.slices["new"][f"{name}@{k}"] == pytest.approx(1.0), (name, k)
+            if not data.masks_history and res.slices["repeat"]["targets"]:
+                assert res.slices["repeat"][f"{name}@{k}"] == pytest.approx(1.0), (name, k)
+            elif data.masks_history:
+                assert math.isnan(res.slices["repeat"][f"{name}@{k}"])
+
+
+def test_auto_mask_follows_the_repeat_share() -> None:
+    from dataclasses import replace
+
+    from core.dataset import AUTO_MASK_MAX_REPEAT_SHARE
+
+    # 20 users: each with a new test item; two valid targets are repeats -> 2/40 = 5%.
+    rows = []
+    for u in range(20):
+        rows += [(u, 0, TR), (u, 1, TR), (u, 2 + u % 3, VA), (u, 6, TE)]
+    data = make_data(20, 8, rows)
+    assert data.repeat_share == 0.0 and data.masks_history
+    repeats = [(u, 0, VA) if u < 2 else (u, 2 + u % 3, VA) for u in range(20)]
+    rows2 = []
+    for u in range(20):
+        rows2 += [(u, 0, TR), (u, 1, TR), repeats[u], (u, 6, TE)]
+    data2 = make_data(20, 8, rows2)
+    assert data2.repeat_share == pytest.approx(2 / 40)
+    assert data2.repeat_share <= AUTO_MASK_MAX_REPEAT_SHARE and data2.masks_history
+    rows3 = [(u, 0, TR) for u in range(20)] + [(u, 0 if u < 5 else 7, TE) for u in range(20)]
+    data3 = make_data(20, 8, rows3)
+    assert data3.repeat_share == pytest.approx(5 / 20)
+    assert not data3.masks_history  # auto: too many repeats to mask
+    assert replace(data3, history_mask="on").masks_history
+    assert not replace(data, history_mask="off").masks_history
+    with pytest.raises(ValueError, match="history_mask"):
+        replace(data, history_mask="sometimes")
 
 
 def test_neg_inf_and_nan_scores_are_never_recommended() -> None:
@@ -333,45 +399,86 @@ def random_data(rng: np.random.Generator, n_users: int, n_items: int) -> Interac
     return make_data(n_users, n_items, rows)
 
 
+def _list_metrics(ranked: list[int], targets: set, skip: set, k: int) -> dict[str, float]:
+    """One user's metrics at K: ``skip`` items are removed from the list first."""
+    kept = [i for i in ranked if i not in skip][:k]
+    rel = [1 if i in targets else 0 for i in kept]
+    dcg = sum(r / math.log2(p + 2) for p, r in enumerate(rel))
+    idcg = sum(1 / math.log2(p + 2) for p in range(min(len(targets), k)))
+    first = next((p for p, r in enumerate(rel) if r), None)
+    return {
+        f"ndcg@{k}": dcg / idcg,
+        f"recall@{k}": sum(rel) / len(targets),
+        f"hr@{k}": 1.0 if sum(rel) else 0.0,
+        f"mrr@{k}": 0.0 if first is None else 1 / (first + 1),
+        f"precision@{k}": sum(rel) / k,
+    }
+
+
 def reference(
     table: np.ndarray, data: InteractionData, stage: str, ks: tuple[int, ...], exclude: bool
 ) -> dict:
-    """Pure-Python evaluation: loop over users, sort lists."""
+    """Pure-Python repeat-aware evaluation: loop over users, sort lists.
+
+    With ``exclude`` the user's history is masked and targets already in it are left out of
+    the scored set (counted apart); the ``new``/``repeat`` slices score each kind of target
+    with the other kind's items removed from the list.
+    """
     targets_m = data.target_matrix(stage)
     history_m = data.history_matrix(stage)
     tail = data.tail_items
-    users = [u for u in range(data.n_users) if targets_m[u].nnz > 0]
     per_user = {f"{n}@{k}": [] for k in ks for n in ("ndcg", "recall", "hr", "mrr", "precision")}
+    kinds = {kind: {key: [] for key in per_user} for kind in ("new", "repeat")}
+    kind_counts = {"new": [0, 0], "repeat": [0, 0]}  # users, targets
     recommended = {k: set() for k in ks}
     tail_hits = dict.fromkeys(ks, 0)
     tail_total = 0
     tops = []
-    for u in users:
-        targets = set(targets_m[u].indices.tolist())
-        history = set(history_m[u].indices.tolist()) if exclude else set()
-        tail_total += sum(1 for t in targets if tail[t])
-        eligible = [i for i in range(data.n_items) if i not in history]
+    users = []
+    n_repeats = 0
+    for u in range(data.n_users):
+        all_targets = set(targets_m[u].indices.tolist())
+        history = set(history_m[u].indices.tolist())
+        repeats, new = all_targets & history, all_targets - history
+        n_repeats += len(repeats)
+        scored = new if exclude else all_targets
+        if not scored:
+            continue
+        users.append(u)
+        masked = history if exclude else set()
+        eligible = [i for i in range(data.n_items) if i not in masked]
         ranked = sorted(eligible, key=lambda i: -table[u, i])
         tops.append(ranked)
+        tail_total += sum(1 for t in scored if tail[t])
         for k in ks:
             top = ranked[:k]
             recommended[k].update(top)
-            rel = [1 if i in targets else 0 for i in top]
-            dcg = sum(r / math.log2(p + 2) for p, r in enumerate(rel))
-            idcg = sum(1 / math.log2(p + 2) for p in range(min(len(targets), k)))
-            first = next((p for p, r in enumerate(rel) if r), None)
-            per_user[f"ndcg@{k}"].append(dcg / idcg)
-            per_user[f"recall@{k}"].append(sum(rel) / len(targets))
-            per_user[f"hr@{k}"].append(1.0 if sum(rel) else 0.0)
-            per_user[f"mrr@{k}"].append(0.0 if first is None else 1 / (first + 1))
-            per_user[f"precision@{k}"].append(sum(rel) / k)
-            tail_hits[k] += sum(1 for i in top if i in targets and tail[i])
-    out = {key: float(np.mean(vals)) for key, vals in per_user.items()}
+            for key, value in _list_metrics(ranked, scored, set(), k).items():
+                per_user[key].append(value)
+            tail_hits[k] += sum(1 for i in top if i in scored and tail[i])
+        for kind, targets, other in (("new", new, repeats), ("repeat", repeats, new)):
+            if not targets:
+                continue
+            kind_counts[kind][0] += 1
+            kind_counts[kind][1] += len(targets)
+            for k in ks:
+                values = (
+                    dict.fromkeys(_list_metrics(ranked, targets, other, k), float("nan"))
+                    if exclude and kind == "repeat"
+                    else _list_metrics(ranked, targets, other, k)
+                )
+                for key, value in values.items():
+                    kinds[kind][key].append(value)
+    mean = lambda vals: float(np.mean(vals)) if vals else float("nan")  # noqa: E731
+    out = {key: mean(vals) for key, vals in per_user.items()}
     for k in ks:
         out[f"coverage@{k}"] = len(recommended[k]) / data.n_items
         out[f"tail_recall@{k}"] = tail_hits[k] / tail_total if tail_total else float("nan")
+    out["repeat_targets"] = float(n_repeats)
+    out["repeat_targets_masked"] = float(n_repeats) if exclude else 0.0
+    out["history_masked"] = float(exclude)
     activity = data.user_activity[users]
-    threshold = np.percentile(activity, 90)
+    threshold = np.percentile(activity, 90) if users else 0
     slice_of = [
         "cold" if a <= 5 else ("heavy" if a >= threshold else "warm") for a in activity.tolist()
     ]
@@ -380,7 +487,11 @@ def reference(
         idx = [j for j, s in enumerate(slice_of) if s == name]
         slices[name] = {"users": len(idx)}
         for key, vals in per_user.items():
-            slices[name][key] = float(np.mean([vals[j] for j in idx])) if idx else float("nan")
+            slices[name][key] = mean([vals[j] for j in idx])
+    for kind, values in kinds.items():
+        slices[kind] = {"users": kind_counts[kind][0], "targets": kind_counts[kind][1]}
+        for key, vals in values.items():
+            slices[kind][key] = mean(vals)
     return {"metrics": out, "slices": slices, "users": users, "tops": tops}
 
 
@@ -527,7 +638,6 @@ def test_jaccard_by_hand() -> None:
     got = jaccard_at_k(a, b)
     assert got[:4] == pytest.approx([1.0, 2 / 6, 0.0, 1 / 3])
     assert math.isnan(got[4])
-    assert mean_jaccard(a, b) == pytest.approx((1.0 + 2 / 6 + 0.0 + 1 / 3) / 4)
 
 
 def test_jaccard_shape_mismatch_raises() -> None:

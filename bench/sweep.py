@@ -1,0 +1,202 @@
+"""Benchmark: students at every size, with and without the teacher, over seeds.
+
+For each student size (about 1%, 3%, 10% and 25% of the teacher's parameters; width is the
+size knob because item tables dominate):
+
+1. *selection, on validation only*: each candidate method is trained once (first seed) and
+   the one with the best validation NDCG@10 is kept for that size;
+2. *measurement*: the selected method and the no-teacher twin are trained on every seed;
+   their test figures are reported as mean +- std.
+
+Writes bench/results/sweep.json, one row per run: name, role (teacher|student|baseline),
+method, params, params_fraction, seed, ndcg@10, hr@10, mrr@10, valid_ndcg@10,
+epoch_seconds. Prints the selection first, then the test table.
+
+    python bench/sweep.py                       # demo shop, seeds 0,1,2
+    python bench/sweep.py --shape long_no_repeat
+    python bench/sweep.py --data FILE --seeds 0,1,2 --fractions 0.01,0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.distill import DistillConfig  # noqa: E402
+from core.enums import Method, Role  # noqa: E402
+from core.models import count_parameters  # noqa: E402
+from core.pipeline import RunSpec, summary_row, train_and_evaluate  # noqa: E402
+from core.recipe import SIZE_FRACTIONS, recipe_for, student_width  # noqa: E402
+
+OUT = ROOT / "bench" / "results" / "sweep.json"
+ROW_KEYS = (
+    "name",
+    "role",
+    "method",
+    "params",
+    "params_fraction",
+    "seed",
+    "ndcg@10",
+    "hr@10",
+    "mrr@10",
+    "valid_ndcg@10",
+    "epoch_seconds",
+    "ndcg@10_new",
+    "ndcg@10_repeat",
+)
+
+
+def load(args: argparse.Namespace):
+    if args.shape:
+        from core.ingestion.build import build_dataset
+        from core.ingestion.options import ColumnMapping
+        from core.ingestion.shapes import generate_shape
+
+        inter, catalog = generate_shape(args.shape, scale=args.scale)
+        mapping = ColumnMapping(
+            user="user_id", item="item_id", timestamp="timestamp", rating=None, event=None
+        )
+        return build_dataset(inter, mapping, catalog=catalog, name=args.shape)
+    if args.data:
+        from core.ingestion.build import load_interactions
+
+        return load_interactions(args.data.read_bytes(), args.data.name)
+    from core.pipeline import load_demo_dataset
+
+    return load_demo_dataset(scale=args.scale)
+
+
+def row(outcome, teacher, fraction: float) -> dict:
+    r = summary_row(outcome, teacher)
+    r["params_fraction"] = fraction
+    r["role"] = str(outcome.spec.role)
+    r["method"] = str(outcome.spec.distill.method) if outcome.spec.role == Role.STUDENT else None
+    return {k: r.get(k) for k in ROW_KEYS}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path)
+    p.add_argument("--shape", choices=("long_no_repeat", "repeat_longtail"))
+    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--fractions", default=",".join(str(f) for f in SIZE_FRACTIONS))
+    p.add_argument("--methods", default="combined,ranking,listwise")
+    p.add_argument("--epochs", type=int, help="cap on every run's epochs (default: the recipe)")
+    p.add_argument("--out", type=Path, default=OUT)
+    args = p.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    fractions = [float(f) for f in args.fractions.split(",")]
+    methods = [Method(m) for m in args.methods.split(",")]
+    started = time.perf_counter()
+    log = lambda s: print(s, flush=True)  # noqa: E731
+
+    data = load(args)
+    plan = recipe_for(data, seed=seeds[0])
+    cap = {"epochs": args.epochs, "min_epochs": min(args.epochs, 10)} if args.epochs else {}
+    log(
+        f"{data.name}: {data.n_users:,} users, {data.n_items:,} items, "
+        f"{data.n_interactions:,} interactions; mask {'on' if data.masks_history else 'off'}"
+    )
+    for reason in plan.reasons:
+        log(f"  recipe: {reason}")
+    teacher_spec = RunSpec(
+        "teacher", Role.TEACHER, plan.teacher, replace(plan.teacher_train, **cap)
+    )
+    teacher = train_and_evaluate(data, teacher_spec)
+    t_params = teacher.params
+    rows = [row(teacher, None, 1.0)]
+    log(
+        f"teacher: test ndcg@10 {teacher.test.metrics['ndcg@10']:.4f}, {t_params:,} params, "
+        f"{teacher.train_seconds:.0f}s"
+    )
+
+    selection: dict[float, tuple[Method, float]] = {}
+    for fraction in fractions:
+        width = student_width(plan.teacher, data.n_users, data.n_items, fraction)
+        model = replace(plan.student, dim=width)
+        real = count_parameters(model, data.n_users, data.n_items) / t_params
+        base_train = replace(plan.student_train, **cap)
+
+        def spec(method: Method, seed: int, model=model, base_train=base_train, width=width):
+            role = Role.BASELINE if method == Method.NONE else Role.STUDENT
+            distill = (
+                replace(plan.distill, method=method) if method != Method.NONE else DistillConfig()
+            )
+            return RunSpec(
+                f"d{width}-{method}", role, model, replace(base_train, seed=seed), distill
+            )
+
+        # 1. selection on validation (first seed)
+        tried = {}
+        for method in methods:
+            out = train_and_evaluate(data, spec(method, seeds[0]), teacher=teacher.model)
+            tried[method] = out
+            log(
+                f"  size {fraction:.0%} (d={width}, {real:.1%}) {method:<9} "
+                f"valid {out.training.best_val_ndcg:.4f}"
+            )
+        best = max(tried, key=lambda m: tried[m].training.best_val_ndcg)
+        selection[fraction] = (best, tried[best].training.best_val_ndcg)
+        log(f"  size {fraction:.0%}: selected {best} on validation")
+        for method, out in tried.items():
+            if method != best:
+                rows.append(row(out, teacher, fraction) | {"selected": False})
+        # 2. measurement over seeds: the selected method and the twin
+        for seed in seeds:
+            distilled = (
+                tried[best]
+                if seed == seeds[0]
+                else train_and_evaluate(data, spec(best, seed), teacher=teacher.model)
+            )
+            twin = train_and_evaluate(data, spec(Method.NONE, seed))
+            rows.append(row(distilled, teacher, fraction) | {"selected": True})
+            rows.append(row(twin, teacher, fraction))
+            log(
+                f"  size {fraction:.0%} seed {seed}: distilled "
+                f"{distilled.test.metrics['ndcg@10']:.4f} twin {twin.test.metrics['ndcg@10']:.4f}"
+            )
+
+    wall = time.perf_counter() - started
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=2, default=float))
+
+    t_ndcg = teacher.test.metrics["ndcg@10"]
+    print("\nselection (validation NDCG@10, first seed):")
+    for fraction, (method, valid) in selection.items():
+        print(f"  {fraction:>5.0%}: {method} ({valid:.4f})")
+    print(f"\ntest NDCG@10 over seeds {seeds} (mean +- std); teacher {t_ndcg:.4f}")
+    print(
+        f"{'size':>6} {'params':>7} {'distilled':>17} {'twin':>17} {'gain':>7} {'kept':>6} {'> 2 std':>8}"
+    )
+    for fraction in fractions:
+        sel = [r for r in rows if r["params_fraction"] == fraction and r.get("selected")]
+        twins = [r for r in rows if r["params_fraction"] == fraction and r["role"] == "baseline"]
+        d_mean, d_std = mean_std([r["ndcg@10"] for r in sel])
+        b_mean, b_std = mean_std([r["ndcg@10"] for r in twins])
+        clear = d_mean - b_mean > 2 * max(d_std, b_std)
+        print(
+            f"{fraction:>6.0%} {sel[0]['params']:>7,} {d_mean:.4f} +- {d_std:.4f} "
+            f"{b_mean:.4f} +- {b_std:.4f} {d_mean / b_mean - 1:>+7.1%} {d_mean / t_ndcg:>6.1%} "
+            f"{'yes' if clear else 'no':>8}"
+        )
+    print(f"\nwrote {args.out} in {wall:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""Presets from a dataset's statistics, and the generated log shapes they are checked on."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.enums import Family
+from core.errors import ConfigError
+from core.models import count_parameters
+from core.recipe import DataProfile, recipe, student_width
+
+
+def profile(**changes) -> DataProfile:
+    base = dict(
+        users=5000,
+        items=3000,
+        interactions=150_000,
+        median_history=17.0,
+        p90_history=68.0,
+        repeat_share=0.0,
+    )
+    return DataProfile(**(base | changes))
+
+
+def test_recipe_follows_the_data_not_one_shop():
+    dense = recipe(profile(interactions=3_000_000))
+    sparse = recipe(profile(interactions=30_000))
+    assert dense.teacher.dim > sparse.teacher.dim
+    assert dense.teacher.dropout < sparse.teacher.dropout
+    assert recipe(profile(p90_history=140.0)).teacher.max_len == 140
+    assert recipe(profile(p90_history=3.0)).teacher.max_len == 10  # at least 10
+    assert recipe(profile(p90_history=900.0)).teacher.max_len == 200  # at most 200
+    short = recipe(profile(median_history=2.0))
+    assert short.teacher.family == Family.MF and short.teacher_train.weight_decay > 0
+    assert recipe(profile()).teacher.family == Family.SASREC
+    # Early stopping never cuts a curve at its first dip.
+    train = recipe(profile()).teacher_train
+    assert train.min_epochs >= 5 and train.patience >= 3
+    assert any("repeat" in r for r in recipe(profile(repeat_share=0.3)).reasons)
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.03, 0.10, 0.25])
+def test_student_width_hits_the_asked_share_of_parameters(fraction):
+    plan = recipe(profile(), student_fraction=fraction)
+    teacher = count_parameters(plan.teacher, 5000, 3000)
+    student = count_parameters(plan.student, 5000, 3000)
+    assert student / teacher == pytest.approx(fraction, rel=0.5)
+    assert plan.student.layers == 1 and plan.student.family == plan.teacher.family
+
+
+def test_bad_fraction_gets_one_sentence():
+    with pytest.raises(ConfigError, match="share"):
+        student_width(recipe(profile()).teacher, 10, 10, 1.5)
+
+
+def test_profile_from_stats_needs_the_recipe_fields():
+    with pytest.raises(KeyError):
+        DataProfile.from_stats({"users": 1, "items": 1, "interactions": 1})
+
+
+def test_generated_shapes_differ_from_the_demo_and_are_deterministic():
+    from core.ingestion.build import build_dataset
+    from core.ingestion.options import ColumnMapping
+    from core.ingestion.shapes import generate_shape
+
+    mapping = ColumnMapping(user="user_id", item="item_id", timestamp="timestamp")
+    long, catalog = generate_shape("long_no_repeat", scale=0.04, seed=1)
+    again, _ = generate_shape("long_no_repeat", scale=0.04, seed=1)
+    assert long.equals(again)
+    data = build_dataset(long, mapping, catalog=catalog, name="long")
+    assert data.repeat_share == 0.0 and data.masks_history
+    assert DataProfile.of(data).median_history >= 30
+    heavy, catalog = generate_shape("repeat_longtail", scale=0.05, seed=1)
+    data = build_dataset(heavy, mapping, catalog=catalog, name="heavy")
+    assert data.repeat_share > 0.3 and not data.masks_history
+    with pytest.raises(ConfigError, match="shape"):
+        generate_shape("tiny", 1.0)
