@@ -6,11 +6,17 @@ auto-discovery of pages/); everything else lives in the pages and in core/.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
-from pages.common import active_dataset, fmt_int, get_jobs, get_store, guarded
+from core.enums import Status
+from pages.common import SIDEBAR_POLL_S, active_dataset, fmt_int, get_jobs, get_store, guarded
 
-st.set_page_config(page_title="Distillery", page_icon=":material/science:", layout="wide")
+# A file, served by the app itself: a material or emoji page icon makes the browser fetch the
+# favicon from a public CDN, and shops run Distillery behind their firewall.
+ICON = Path(__file__).resolve().parent / ".streamlit" / "favicon.png"
+st.set_page_config(page_title="Distillery", page_icon=str(ICON), layout="wide")
 
 page = st.navigation(
     [
@@ -25,8 +31,8 @@ page = st.navigation(
 
 
 def _sidebar() -> None:
-    # Creating the job manager on the first run also marks runs a previous server left
-    # running as interrupted, so the counts below are never stale.
+    # Creating the job manager starts this process's training threads, which serve the
+    # shared queue (runs of a dead process become interrupted when their lease expires).
     get_jobs()
     dataset = active_dataset()
     with st.sidebar:
@@ -38,7 +44,7 @@ def _sidebar() -> None:
             st.caption(f"{fmt_int(dataset.n_users)} users · {fmt_int(dataset.n_items)} items")
         busy = _run_counts() > 0
 
-        @st.fragment(run_every=3 if busy else None)
+        @st.fragment(run_every=SIDEBAR_POLL_S if busy else None)
         def live_counts() -> None:
             if _run_counts(show=True) == 0 and busy:
                 st.rerun()  # the runs ended: refresh the page and stop polling
@@ -48,10 +54,11 @@ def _sidebar() -> None:
 
 def _run_counts(show: bool = False) -> int:
     counts = get_store().count_runs()
-    running, queued = counts.get("running", 0), counts.get("queued", 0)
+    running, queued = counts.get(Status.RUNNING, 0), counts.get(Status.QUEUED, 0)
+    waiting = counts.get(Status.WAITING, 0)
     if show:
-        st.caption(f"Runs: {running} running · {queued} queued")
-    return running + queued
+        st.caption(f"Runs: {running} running · {queued} queued · {waiting} waiting")
+    return running + queued + waiting
 
 
 guarded(_sidebar, "reading the store")

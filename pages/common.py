@@ -1,4 +1,5 @@
-"""Shared UI plumbing for every page: the store, the job manager, the active dataset, errors.
+"""Shared UI plumbing for every page: the store, the job manager, the active dataset, errors,
+cached charts and how often live panels poll.
 
 Not a page itself (app.py lists the pages explicitly with st.navigation). The store and the
 job manager are process-wide resources (``st.cache_resource``), shared by every browser tab;
@@ -7,26 +8,39 @@ both are thread-safe. Session state holds only small values (ids, choices).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import pandas as pd
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from core import settings
 from core.errors import DistilleryError
-from core.forms import dataset_label
 from core.jobs import JobManager
+from core.records import DatasetRecord
 from core.runner import training_runner
-from core.store import DatasetRecord, Store
+from core.store import Store
+from core.views import charts
+from core.views.forms import dataset_label
 
 T = TypeVar("T")
 
-# Set by page tests: after a submit the page waits for the job, so AppTest sees the result
-# in the same script run (the worker thread still does the work, never st.* calls).
-SYNC_JOBS_ENV = "DISTILLERY_SYNC_JOBS"
 DATASET_KEY = "active_dataset_id"
+# How often live panels re-read the store while runs are queued or running. Each poll runs
+# in the server process, next to the training threads; an epoch takes tens of seconds and
+# progress is written once per epoch, so a faster poll would mostly redraw the same thing.
+LIVE_POLL_S = 5
+# The sidebar's run counts only need to notice that runs ended (then the page reruns).
+SIDEBAR_POLL_S = 10
+# Chart builders by name, for chart_spec.
+CHARTS: dict[str, Callable[[pd.DataFrame], Any]] = {
+    "training": charts.training_chart,
+    "popularity": charts.popularity_chart,
+    "timeline": charts.timeline_chart,
+    "activity": charts.activity_chart,
+}
 
 
 @st.cache_resource(show_spinner=False)
@@ -36,17 +50,32 @@ def get_store() -> Store:
 
 @st.cache_resource(show_spinner=False)
 def get_jobs() -> JobManager:
-    workers = int(os.environ.get("DISTILLERY_WORKERS", "1"))
-    return JobManager(get_store(), training_runner, workers=max(1, workers))
+    return JobManager(get_store(), training_runner, workers=settings.workers())
 
 
-def sync_jobs() -> bool:
-    return os.environ.get(SYNC_JOBS_ENV, "") not in ("", "0")
+@st.cache_data(show_spinner=False, max_entries=128)
+def chart_spec(kind: str, frame: pd.DataFrame) -> dict:
+    """The Vega-Lite spec of chart ``kind`` drawn from ``frame``, built once per distinct frame.
+
+    Building an Altair chart costs about a tenth of a second of Python, under the GIL that
+    the training threads of this process also need; live panels redraw every few seconds
+    and the other pages on every click, mostly from frames that have not changed.
+    """
+    return CHARTS[kind](frame).to_dict()
+
+
+def show_chart(kind: str, frame: pd.DataFrame, where: Any = st) -> None:
+    """Draw chart ``kind`` (see ``CHARTS``) of ``frame`` in ``where`` (a column, say)."""
+    where.vega_lite_chart(chart_spec(kind, frame))
 
 
 def after_submit(run_ids: list[int]) -> None:
-    """In synchronous mode (page tests) wait for the runs just submitted."""
-    if sync_jobs():
+    """In synchronous mode (page tests) wait for the runs just submitted.
+
+    After a submit the page waits for the job, so AppTest sees the result in the same
+    script run (the worker thread still does the work, never st.* calls).
+    """
+    if settings.sync_jobs():
         for run_id in run_ids:
             get_jobs().wait(run_id)
 
@@ -86,29 +115,6 @@ def guarded(action: Callable[[], T], what: str = "") -> T | None:
 
 def fmt_int(value: Any) -> str:
     return "-" if value is None else f"{int(value):,}"
-
-
-# Demo size knobs, read here only: tests and slow machines shrink the one-click demo.
-DEMO_SCALE_ENV = "DISTILLERY_DEMO_SCALE"
-DEMO_EPOCHS_ENV = "DISTILLERY_DEMO_EPOCHS"
-
-
-def demo_scale() -> float:
-    """Scale of the demo shop (env DISTILLERY_DEMO_SCALE, default 1.0; tests use 0.05)."""
-    try:
-        value = float(os.environ.get(DEMO_SCALE_ENV, "") or 1.0)
-    except ValueError:
-        return 1.0
-    return value if value > 0 else 1.0
-
-
-def demo_epochs() -> int | None:
-    """Cap on every demo run's epochs (env DISTILLERY_DEMO_EPOCHS; unset = the presets)."""
-    try:
-        value = int(os.environ.get(DEMO_EPOCHS_ENV, "") or 0)
-    except ValueError:
-        return None
-    return value if value > 0 else None
 
 
 def dataset_picker(key: str, label: str = "Dataset") -> DatasetRecord | None:

@@ -2,7 +2,7 @@
 
 Nothing is written until "Save dataset": reading, detection and cleaning happen in memory
 (cached by file content, so reruns do not parse the file again), and any problem is one
-st.error sentence from core.data.
+st.error sentence from core.ingestion.
 """
 
 from __future__ import annotations
@@ -11,19 +11,23 @@ from dataclasses import asdict, replace
 
 import streamlit as st
 
-from core import charts, forms
-from core.compare import md_escape
-from core.data import DEFAULT_EVENT_WEIGHTS, SplitOptions, detect_columns, load_interactions
-from core.data import read_table as read_log
 from core.dataset import InteractionData
 from core.errors import DistilleryError
+from core.ingestion.build import load_interactions
+from core.ingestion.detect import detect_columns
+from core.ingestion.options import DEFAULT_EVENT_WEIGHTS, SplitOptions
+from core.ingestion.read import read_table as read_log
+from core.ingestion.registry import load_dataset
 from core.pipeline import load_demo_dataset
-from core.registry import load_dataset
-from pages.common import dataset_picker, demo_scale, get_store, guarded, set_active_dataset
+from core.settings import demo_scale
+from core.views import charts, forms
+from core.views.text import md_escape
+from pages.common import dataset_picker, get_store, guarded, set_active_dataset, show_chart
 
-LOG_TYPES = ["csv", "tsv", "txt", "data", "inter", "parquet", "gz"]
+LOG_TYPES = ["csv", "tsv", "txt", "data", "inter", "parquet", "jsonl", "ndjson", "json", "gz"]
 CATALOG_TYPES = ["csv", "tsv", "item", "parquet", "gz"]
 SPLITS = {"loo": "Leave-one-out by time", "random": "Random 80/10/10 per user"}
+MASKS = {"auto": "Auto (off when many repeats)", "on": "On", "off": "Off (repeats count)"}
 FLASH_KEY = "data_flash"
 ROLES = (("user", False), ("item", False), ("timestamp", True), ("rating", True), ("event", True))
 
@@ -77,13 +81,13 @@ def show(data: InteractionData) -> None:
         st.caption("Note: " + md_escape(note))  # notes can quote column names: plain text
     st.dataframe(charts.preview_frame(data), hide_index=True)
     left, mid, right = st.columns(3)
-    left.altair_chart(charts.popularity_chart(charts.popularity_frame(charts.item_counts(data))))
+    show_chart("popularity", charts.popularity_frame(charts.item_counts(data)), left)
     timeline = charts.timeline_frame(data)
     if timeline.empty:
         mid.info("No timestamps: the file order is used as time.")
     else:
-        mid.altair_chart(charts.timeline_chart(timeline))
-    right.altair_chart(charts.activity_chart(charts.activity_frame(charts.user_counts(data))))
+        show_chart("timeline", timeline, mid)
+    show_chart("activity", charts.activity_frame(charts.user_counts(data)), right)
 
 
 def save(data: InteractionData, source: str) -> None:
@@ -110,7 +114,7 @@ def mapping_form(token: str, columns: list[str], detected: dict) -> tuple:
                 col.selectbox(role.capitalize(), options, index, key=f"data_map_{role}_{token}")
             )
         st.markdown("**Cleaning and split**")
-        c = st.columns(4)
+        c = st.columns(5)
         min_rating = c[0].number_input(
             "Keep ratings >= (implicit)",
             value=None,
@@ -125,6 +129,9 @@ def mapping_form(token: str, columns: list[str], detected: dict) -> tuple:
             "Min interactions per item", 1, 1000, 1, key=f"data_min_item_{token}"
         )
         dedupe = c[3].checkbox("Remove exact duplicates", True, key=f"data_dedupe_{token}")
+        mask = c[4].selectbox(
+            "History mask (evaluation)", list(MASKS), format_func=MASKS.get, key=f"data_mask_{token}"
+        )
         w = st.columns(5)
         weights = {
             event: w[i].number_input(
@@ -145,7 +152,7 @@ def mapping_form(token: str, columns: list[str], detected: dict) -> tuple:
     clean = dict(
         min_rating=min_rating, dedupe=dedupe, min_user=min_user, min_item=min_item, **weights
     )
-    return tuple(mapping), tuple(sorted(clean.items())), (method, int(seed))
+    return tuple(mapping), tuple(sorted(clean.items())), (method, int(seed), mask)
 
 
 st.title("Data")

@@ -1,29 +1,23 @@
 """Home: what Distillery does, and the one-click demo (demo shop -> teacher -> student -> Compare).
 
-The job manager refuses a student whose teacher has not succeeded, so the demo is a small
-state machine kept in session state (run ids only): popularity and the teacher are queued
-at once, and a polling fragment queues the students when the teacher has succeeded.
+The demo is a run plan in the store (core.plans): popularity and the teacher are queued at
+once, the distilled student and its twin wait for the teacher, and the job manager (not
+this page) releases them. So every tab, a reload and a server restart show the same demo:
+the page only reads the newest demo plan and polls it while it runs.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from core import forms
+from core import plans
+from core.enums import PlanKind, Status
+from core.job_context import Progress
 from core.pipeline import load_demo_dataset
-from core.runner import submit_run
-from pages.common import (
-    after_submit,
-    demo_epochs,
-    demo_scale,
-    get_jobs,
-    get_store,
-    guarded,
-    set_active_dataset,
-)
-
-DEMO_KEY = "home_demo"  # {"dataset", "teacher", "runs", "students_queued", "epochs"}
-ACTIVE_STAGES = ("teacher", "queue_students", "students")
+from core.settings import demo_epochs, demo_scale
+from core.views import forms
+from core.views.text import format_duration, run_title
+from pages.common import LIVE_POLL_S, after_submit, get_jobs, get_store, guarded, set_active_dataset
 
 st.title("Distillery")
 st.markdown(
@@ -40,102 +34,81 @@ def start_demo(quick: bool) -> int:
     set_active_dataset(record.id)
     caps = [c for c in (demo_epochs(), forms.QUICK_DEMO_EPOCHS if quick else None) if c]
     epochs = min(caps) if caps else None
-    plan = forms.demo_plan(epochs)
-    popularity = submit_run(jobs, record.id, plan.popularity)
-    teacher = submit_run(jobs, record.id, plan.teacher)
-    st.session_state[DEMO_KEY] = {
-        "dataset": record.id,
-        "teacher": teacher,
-        "runs": [popularity, teacher],
-        "students_queued": False,
-        "epochs": epochs,
-    }
-    after_submit([popularity, teacher])
-    return teacher
+    plan = forms.demo_plan(epochs, forms.presets(record))
+    plan_id = plans.submit_demo(jobs, record.id, plan, epochs=epochs)
+    after_submit([r.id for r in store.list_runs(plan_id=plan_id)])
+    return plan_id
 
 
-def advance_demo() -> tuple[str, dict]:
-    """The demo's stage; queues the students as soon as the teacher has succeeded."""
-    demo = st.session_state.get(DEMO_KEY)
-    if not demo:
-        return "idle", {}
-    runs = {r.id: r for r in get_store().list_runs(dataset_id=demo["dataset"])}
-    statuses = [runs[i].status if i in runs else "deleted" for i in demo["runs"]]
-    teacher = runs.get(demo["teacher"])
-    stage = forms.demo_stage(
-        teacher.status if teacher else "deleted", demo["students_queued"], statuses
-    )
-    if stage != "queue_students":
-        return stage, runs
-    specs = forms.demo_plan(demo["epochs"]).students
-    ids = [
-        submit_run(get_jobs(), demo["dataset"], spec, teacher_run_id=demo["teacher"])
-        for spec in specs
-    ]
-    st.session_state[DEMO_KEY] = {**demo, "runs": demo["runs"] + ids, "students_queued": True}
-    after_submit(ids)
-    return advance_demo()
+def current_demo() -> plans.PlanView | None:
+    return plans.latest(get_store(), PlanKind.DEMO)
 
 
-def show_demo(stage: str, runs: dict) -> None:
-    demo = st.session_state[DEMO_KEY]
-    jobs = get_jobs()
-    for run_id in demo["runs"]:
-        run = runs.get(run_id)
-        if run is None:
-            st.caption(f"Run #{run_id} was deleted.")
-            continue
-        progress = jobs.progress(run_id)
-        if run.status == "succeeded":
+def show_demo(demo: plans.PlanView) -> None:
+    for run in demo.runs:
+        progress = Progress.of(run)  # the snapshot the row carries: no second read
+        if run.status == Status.SUCCEEDED:
             fraction, text = 1.0, "succeeded"
-        elif run.is_active and progress is not None:
+        elif run.status == Status.WAITING:
+            fraction, text = 0.0, "waiting for the teacher"
+        elif run.is_active:
             fraction, text = progress.fraction, forms.progress_text(progress)
         else:
             fraction, text = 0.0, run.status
-        st.text(run.label)
+        st.text(run_title(run))
         st.progress(fraction, text=text)
-    if stage == "queue_students" or stage == "teacher":
+    status = demo.status
+    if status == "running":
+        if demo.eta_seconds:
+            how = "estimated" if demo.eta_estimated else "from measured epoch times"
+            st.caption(f"About {format_duration(demo.eta_seconds)} left ({how}).")
         st.caption("The students start as soon as the teacher has finished.")
-    elif stage == "done":
+    elif status == "succeeded":
         st.success("The demo is ready: the teacher, the distilled student and its twin.")
+        teacher = demo.teacher
         st.page_link(
             "pages/compare.py",
             label="Open Compare",
             icon=":material/compare_arrows:",
-            query_params={"teacher": str(demo["teacher"])},
+            query_params={"teacher": str(teacher.id)} if teacher else None,
         )
-    elif stage == "failed":
-        failed = [r for i in demo["runs"] if (r := runs.get(i)) and r.status != "succeeded"]
-        reason = f" ({failed[0].label}: {failed[0].error or failed[0].status})" if failed else ""
+    elif status == "interrupted":
+        st.warning("The demo stopped when its server did. Resume it where it left off.")
+        if st.button("Resume the demo", key="home_demo_resume", icon=":material/replay:"):
+            guarded(lambda: plans.resume(get_jobs(), demo.plan.id), "resuming the demo")
+            st.rerun()
+    else:
+        problem = demo.problem
+        reason = f" ({run_title(problem)}: {problem.error or problem.status})" if problem else ""
         st.error(f"The demo stopped before the end{reason}. Start it again or use the Train page.")
 
 
 quick = st.toggle(
     f"Quick demo (at most {forms.QUICK_DEMO_EPOCHS} epochs per model)",
     key="home_demo_quick",
-    help="The full demo trains the preset teacher for about a minute on two CPU cores.",
+    help="The full demo trains the dataset's recipe; the time left is shown while it runs.",
 )
-stage, _ = guarded(advance_demo, "checking the demo runs") or ("idle", {})
+demo = guarded(current_demo, "reading the demo")
+running = demo is not None and demo.status == "running"
 start = st.button(
     "Try the demo shop",
     type="primary",
     icon=":material/play_arrow:",
     key="home_demo_start",
-    disabled=stage in ACTIVE_STAGES,
+    disabled=running,
 )
 if start and guarded(lambda: start_demo(quick), "starting the demo") is not None:
     st.rerun()  # the sidebar shows the demo dataset and its runs
-polling = stage in ACTIVE_STAGES
 
 
-@st.fragment(run_every=2 if polling else None)
+@st.fragment(run_every=LIVE_POLL_S if running else None)
 def demo_panel() -> None:
-    stage, runs = guarded(advance_demo, "checking the demo runs") or ("idle", {})
-    if stage == "idle":
+    now = guarded(current_demo, "reading the demo")
+    if now is None:
         return
-    if polling and stage not in ACTIVE_STAGES:
+    if running and now.status != "running":
         st.rerun()  # a full rerun stops the timer and re-enables the button
-    show_demo(stage, runs)
+    show_demo(now)
 
 
 demo_panel()

@@ -1,6 +1,6 @@
 """Train: queue a teacher, distill students from a finished one, and watch runs train live.
 
-Forms only collect values; core.forms turns them into RunSpecs and the job manager runs
+Forms only collect values; core.views.forms turns them into RunSpecs and the job manager runs
 them. The live panel polls the job manager's progress snapshots while something runs.
 """
 
@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import charts, forms
 from core.distill import LOSSES
-from core.pipeline import STUDENT_MODEL, STUDENT_TRAIN, TEACHER_MODEL, TEACHER_TRAIN
+from core.enums import TRAINABLE_FAMILIES
+from core.records import DatasetRecord
 from core.runner import submit_run
-from core.store import DatasetRecord
-from pages.common import after_submit, dataset_picker, fmt_int, get_jobs, get_store, guarded
+from core.views import charts, forms
+from core.views.runs import teacher_choices
+from core.views.text import run_title
+from pages.common import (
+    LIVE_POLL_S,
+    after_submit,
+    dataset_picker,
+    fmt_int,
+    get_jobs,
+    get_store,
+    guarded,
+    show_chart,
+)
 
 WATCH_KEY = "train_watch"  # run ids whose end gets a toast
 TOASTS_KEY = "train_toasts"  # toasts to show after a full rerun
@@ -54,25 +65,26 @@ def launch(launches: list[forms.Launch], dataset_id: int) -> None:
 
 def teacher_section(dataset: DatasetRecord) -> None:
     family = st.selectbox(
-        "Family", forms.FAMILIES, format_func=forms.FAMILY_LABELS.get, key="teacher_family"
+        "Family", TRAINABLE_FAMILIES, format_func=forms.FAMILY_LABELS.get, key="teacher_family"
     )
     with st.form("teacher_form"):
-        sizes = number_fields("teacher", forms.size_fields(family), TEACHER_MODEL)
-        train = train_fields("teacher", TEACHER_TRAIN)
+        plan = forms.presets(dataset)  # the dataset's recipe, as `python -m core run` uses
+        sizes = number_fields("teacher", forms.size_fields(family), plan.teacher)
+        train = train_fields("teacher", plan.teacher_train)
         name = st.text_input("Run name (optional)", max_chars=80, key="teacher_name")
         submitted = st.form_submit_button(
             "Train teacher", type="primary", icon=":material/play_arrow:"
         )
     if submitted:
         guarded(
-            lambda: launch(forms.teacher_launches(family, sizes, train, name), dataset.id),
+            lambda: launch(forms.teacher_launches(family, sizes, train, name, plan), dataset.id),
             "queueing the teacher",
         )
 
 
 def student_section(dataset: DatasetRecord) -> None:
     runs = get_store().list_runs(dataset_id=dataset.id)
-    teachers = {r.id: r for r in forms.teacher_options(runs)}
+    teachers = {r.id: r for r in teacher_choices(runs)}
     if not teachers:
         st.info("Train a teacher on this dataset first; students learn from a finished teacher.")
         return
@@ -82,15 +94,16 @@ def student_section(dataset: DatasetRecord) -> None:
             list(teachers),
             key="student_teacher",
             format_func=lambda i: (
-                f"{forms.run_title(teachers[i])} · {fmt_int(teachers[i].num_params)} parameters"
+                f"{run_title(teachers[i])} · {fmt_int(teachers[i].num_params)} parameters"
             ),
         )
     ]
     family = st.selectbox(
-        "Family", forms.FAMILIES, format_func=forms.FAMILY_LABELS.get, key="student_family"
+        "Family", TRAINABLE_FAMILIES, format_func=forms.FAMILY_LABELS.get, key="student_family"
     )
-    sizes = number_fields("student", forms.size_fields(family), STUDENT_MODEL)
-    model = guarded(lambda: forms.model_config(family, base=STUDENT_MODEL, **sizes))
+    preset = forms.presets(dataset)
+    sizes = number_fields("student", forms.size_fields(family), preset.student)
+    model = guarded(lambda: forms.model_config(family, base=preset.student, **sizes))
     if model is None:
         return
     params = forms.parameter_count(model, dataset.n_users, dataset.n_items)
@@ -112,13 +125,13 @@ def student_section(dataset: DatasetRecord) -> None:
     )
     if "dynamic" in names:
         knobs["dynamic"] = st.checkbox("Dynamic rank-discrepancy weights", key="student_dynamic")
-    train = train_fields("student", STUDENT_TRAIN)
+    train = train_fields("student", preset.student_train)
     twin = st.checkbox(
         "Also train the same student without a teacher", True, key="student_baseline"
     )
 
     def plan() -> list[forms.Launch]:
-        train_config = forms.train_config(base=STUDENT_TRAIN, **train)
+        train_config = forms.train_config(base=preset.student_train, **train)
         distill = forms.distill_config(method, **knobs)
         popularity = not forms.has_popularity(runs)
         return forms.student_launches(
@@ -140,14 +153,33 @@ def cancel(run_id: int) -> None:
     guarded(lambda: get_jobs().cancel(run_id), "cancelling the run")
 
 
-def finished_toasts() -> list[str]:
-    """Messages for watched runs that ended since the last look; updates the watch list."""
-    active = [p.run_id for p in get_jobs().active()]
+def finished_toasts(active: list[int]) -> list[str]:
+    """Messages for watched runs that ended since the last look; updates the watch list.
+
+    ``active`` are the ids of the runs queued or running now (read once per poll)."""
     watched = st.session_state.get(WATCH_KEY, [])
     done = forms.finished_runs(watched, active)
     st.session_state[WATCH_KEY] = sorted(set(watched) - set(done) | set(active))
     store = get_store()
-    return [f"{forms.run_title(run := store.get_run(i))}: {run.status}" for i in done]
+    return [f"{run_title(run := store.get_run(i))}: {run.status}" for i in done]
+
+
+def live_run(progress) -> None:
+    """One active run: its progress, a cancel button and (after an epoch) its curves."""
+    with st.container(border=True):
+        head, button = st.columns([6, 1])
+        head.text(f"{run_title(progress)} · {progress.status}")
+        button.button(
+            "Cancel",
+            key=f"train_cancel_{progress.run_id}",
+            on_click=cancel,
+            args=(progress.run_id,),
+        )
+        st.progress(progress.fraction, text=forms.progress_text(progress))
+        if progress.epoch > 0:  # no epoch recorded yet: nothing to read or draw
+            frame = charts.training_frame(get_store().epochs(progress.run_id))
+            if not frame.empty:
+                show_chart("training", frame)
 
 
 st.title("Train")
@@ -163,14 +195,16 @@ else:
         teacher_section(dataset)
     with student_tab:
         student_section(dataset)
-polling = bool(get_jobs().active())
+polling = bool(guarded(get_jobs().active, "reading the active runs"))
 
 
-@st.fragment(run_every=2 if polling else None)
+@st.fragment(run_every=LIVE_POLL_S if polling else None)
 def live_panel() -> None:
     st.subheader("Live runs")
-    messages = guarded(finished_toasts, "checking finished runs") or []
-    active = get_jobs().active()
+    # One store read per poll: the active runs' progress snapshots.
+    active = guarded(get_jobs().active, "reading the active runs") or []
+    ids = [p.run_id for p in active]
+    messages = guarded(lambda: finished_toasts(ids), "checking finished runs") or []
     if polling and not active:
         st.session_state[TOASTS_KEY] = messages
         st.rerun()  # a full rerun stops the timer and lists the new teacher
@@ -179,19 +213,7 @@ def live_panel() -> None:
     if not active:
         st.caption("Nothing is training right now.")
     for progress in active:
-        with st.container(border=True):
-            head, button = st.columns([6, 1])
-            head.text(f"{forms.run_title(progress)} · {progress.status}")
-            button.button(
-                "Cancel",
-                key=f"train_cancel_{progress.run_id}",
-                on_click=cancel,
-                args=(progress.run_id,),
-            )
-            st.progress(progress.fraction, text=forms.progress_text(progress))
-            frame = charts.training_frame(get_store().epochs(progress.run_id))
-            if not frame.empty:
-                st.altair_chart(charts.training_chart(frame))
+        live_run(progress)
 
 
 live_panel()

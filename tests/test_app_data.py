@@ -1,6 +1,6 @@
 """AppTests of the Data page: demo loading, uploads, mapping/cleaning errors, saving.
 
-Also the pure helpers of core/forms.py that the page calls.
+Also the pure helpers of core/views/forms.py that the page calls.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import forms
-from core.data import CleanOptions, ColumnMapping, read_table
 from core.errors import DataError
-from core.registry import load_dataset
+from core.ingestion.options import CleanOptions, ColumnMapping
+from core.ingestion.read import read_table
+from core.ingestion.registry import load_dataset
 from core.store import Store
+from core.views import forms
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = "pages/data.py"
@@ -56,7 +57,8 @@ def test_renders_on_an_empty_store(home):
     assert not at.exception and not at.error
     assert len(at.file_uploader) == 2
     assert at.file_uploader(key="data_upload").allowed_type == [
-        ".csv", ".tsv", ".txt", ".data", ".inter", ".parquet", ".gz",
+        ".csv", ".tsv", ".txt", ".data", ".inter", ".parquet", ".jsonl", ".ndjson", ".json",
+        ".gz",
     ]  # fmt: skip
     assert [b.label for b in at.button] == ["Load the demo shop"]
     assert "No dataset yet" in at.info[0].value
@@ -163,7 +165,7 @@ def test_bad_mapping_and_cleaning_choices_show_one_sentence(home):
     assert nothing_written(home)
 
 
-# --------------------------------------------------------------------------- core/forms
+# --------------------------------------------------------------------------- core/views/forms
 def test_column_options_prefill_the_detected_column():
     assert forms.column_options(["a", "b"], "b", optional=False) == (["a", "b"], 1)
     assert forms.column_options(["a", "b"], None, optional=True) == ([forms.NONE, "a", "b"], 0)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import forms
 from core.store import Store
+from core.views import forms
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
 PAGES = (
     "pages/home.py",
     "pages/data.py",
@@ -42,10 +45,53 @@ def test_home_renders_on_an_empty_store(home):
     assert len(at.button) == 1 and at.button[0].label == "Try the demo shop"
     assert at.toggle(key="home_demo_quick").value is False
     assert "No dataset yet" in sidebar_text(at)[0]
-    assert "Runs: 0 running · 0 queued" in sidebar_text(at)
+    assert "Runs: 0 running · 0 queued · 0 waiting" in sidebar_text(at)
     # reruns keep the sidebar (app.py runs every time)
     at.run()
-    assert "Runs: 0 running · 0 queued" in sidebar_text(at)
+    assert "Runs: 0 running · 0 queued · 0 waiting" in sidebar_text(at)
+
+
+def test_the_page_icon_is_a_local_png_served_by_the_app(home, monkeypatch):
+    import streamlit as st
+
+    calls: list[dict] = []
+    original = st.set_page_config
+    monkeypatch.setattr(st, "set_page_config", lambda **kw: calls.append(kw) or original(**kw))
+    at = app()
+    assert not at.exception
+    (config,) = calls
+    icon = Path(config["page_icon"])
+    # A material or emoji icon would make the browser fetch the favicon from a public CDN.
+    assert not str(icon).startswith(":")
+    assert ROOT in icon.parents and icon.is_file()
+    assert icon.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_product_config_keeps_the_server_light_while_training():
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    # A full gc.collect() after every poll of a live panel stalls the training threads.
+    assert config["runner"]["postScriptGC"] is False
+    # A watcher of the app's folder would see every write of the store and checkpoints.
+    assert config["server"]["fileWatcherType"] == "none"
+
+
+def test_chart_specs_are_built_once_per_distinct_frame(monkeypatch):
+    import pages.common as common
+
+    built: list[int] = []
+    original = common.CHARTS["timeline"]
+    monkeypatch.setitem(
+        common.CHARTS, "timeline", lambda frame: built.append(len(frame)) or original(frame)
+    )
+    common.chart_spec.clear()
+    days = pd.to_datetime(["2024-01-01", "2024-01-02"])
+    frame = pd.DataFrame({"period": days, "interactions": [3, 4]})
+    first = common.chart_spec("timeline", frame)
+    assert common.chart_spec("timeline", frame.copy()) == first  # an equal frame: cached
+    assert built == [2]
+    common.chart_spec("timeline", frame.iloc[:1])
+    assert built == [2, 1]
+    assert first["encoding"]["y"]["field"] == "interactions"  # a plain Vega-Lite dict
 
 
 def test_sidebar_shows_the_active_dataset(seeded_home):
@@ -56,7 +102,7 @@ def test_sidebar_shows_the_active_dataset(seeded_home):
     texts = sidebar_text(at)
     assert record.name in texts
     assert f"{record.n_users:,} users · {record.n_items:,} items" in texts
-    assert "Runs: 0 running · 0 queued" in texts
+    assert "Runs: 0 running · 0 queued · 0 waiting" in texts
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -88,7 +134,10 @@ def test_home_demo_runs_to_the_end_with_a_synchronous_runner(home, monkeypatch):
     assert runs["student"].config["distill"]["method"] == "combined"
     # DISTILLERY_DEMO_EPOCHS caps the presets
     assert all(r.config["train"]["epochs"] == 1 for r in runs.values())
-    assert runs["teacher"].config["model"] == forms.demo_plan().teacher.to_dict()["model"]
+    # The dataset's recipe, as `python -m core run` uses it.
+    expected = forms.demo_plan(None, forms.presets(dataset)).teacher.to_dict()["model"]
+    assert runs["teacher"].config["model"] == expected
+    assert {r.plan_id for r in runs.values()} == {store.list_plans()[0].id}
 
     assert "The demo is ready" in at.success[0].value
     assert len(at.progress) == 4 and all(p.value == 100 for p in at.progress)
@@ -96,18 +145,9 @@ def test_home_demo_runs_to_the_end_with_a_synchronous_runner(home, monkeypatch):
     assert "Open Compare" in links
     assert at.button(key="home_demo_start").disabled is False
     assert dataset.name in sidebar_text(at)
-
-
-def test_demo_stage_transitions():
-    assert forms.demo_stage(None, False, []) == "idle"
-    assert forms.demo_stage("queued", False, ["queued"]) == "teacher"
-    assert forms.demo_stage("running", False, ["running"]) == "teacher"
-    assert forms.demo_stage("failed", False, ["failed"]) == "failed"
-    assert forms.demo_stage("succeeded", False, ["succeeded"]) == "queue_students"
-    assert forms.demo_stage("succeeded", True, ["succeeded", "running"]) == "students"
-    assert forms.demo_stage("succeeded", True, ["succeeded", "succeeded"]) == "done"
-    assert forms.demo_stage("succeeded", True, ["succeeded", "cancelled"]) == "failed"
-    assert forms.demo_stage("deleted", True, ["deleted"]) == "failed"
+    # A new session (another tab, a reload) reads the same demo from the store.
+    other = app(timeout=60)
+    assert "The demo is ready" in other.success[0].value and len(other.progress) == 4
 
 
 def test_demo_plan_uses_the_presets_and_caps_epochs():

@@ -1,5 +1,5 @@
 """AppTests of the Train page (teacher and student forms, live panel, cancel) and the pure
-helpers of core/forms.py behind them."""
+helpers of core/views/forms.py (and the run title of core/views/text.py) behind them."""
 
 from __future__ import annotations
 
@@ -10,13 +10,16 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import forms
 from core.distill import DistillConfig
 from core.errors import ConfigError
-from core.jobs import Progress
+from core.job_context import Progress
 from core.models import ModelConfig, count_parameters
 from core.pipeline import STUDENT_MODEL, STUDENT_TRAIN, TEACHER_MODEL, TEACHER_TRAIN
-from core.store import RunRecord, Store
+from core.records import RunRecord
+from core.store import Store
+from core.views import forms
+from core.views.runs import teacher_choices
+from core.views.text import format_duration, run_title
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = "pages/train.py"
@@ -52,21 +55,26 @@ def test_renders_forms_for_a_seeded_store(seeded_home):
     assert not at.exception and not at.error
     assert at.selectbox(key="train_dataset").value == dataset.id
     assert [t.label for t in at.tabs] == ["Teacher", "Student"]
-    # teacher: 4 SASRec sizes + 6 training numbers; student: the same + soft's T and a
+    # teacher: 4 SASRec sizes + 7 training numbers; student: the same + soft's T and a
     teacher_inputs = [n for n in at.number_input if n.key.startswith("teacher_")]
     student_inputs = [n for n in at.number_input if n.key.startswith("student_")]
-    assert len(teacher_inputs) == 10 and len(student_inputs) == 12
+    assert len(teacher_inputs) == 11 and len(student_inputs) == 13
+    # The defaults are the dataset's recipe (what `python -m core run` trains).
+    plan = forms.presets(dataset)
+    assert at.number_input(key="teacher_dim").value == plan.teacher.dim
+    assert at.number_input(key="student_dim").value == plan.student.dim
+    assert at.number_input(key="student_lr").value == pytest.approx(plan.student_train.lr)
     assert at.selectbox(key="student_teacher").value == teacher.id
     assert at.selectbox(key="student_method").value == "soft"
     assert at.checkbox(key="student_baseline").value is True
     # the live size readout: parameters and the ratio to the teacher
-    params = count_parameters(STUDENT_MODEL, dataset.n_users, dataset.n_items)
+    params = count_parameters(plan.student, dataset.n_users, dataset.n_items)
     metric = at.metric[0]
     assert metric.label == "Student parameters" and metric.value == f"{params:,}"
     assert metric.delta == f"{params / teacher.num_params:.1%} of the teacher"
 
     at.number_input(key="student_dim").set_value(24).run()
-    bigger = count_parameters(replace(STUDENT_MODEL, dim=24), dataset.n_users, dataset.n_items)
+    bigger = count_parameters(replace(plan.student, dim=24), dataset.n_users, dataset.n_items)
     assert at.metric[0].value == f"{bigger:,}"
 
 
@@ -83,7 +91,7 @@ def test_knobs_follow_the_method_and_the_family_sizes(seeded_home):
     }
     assert sizes == {"student_dim"}
     at.selectbox(key="teacher_family").set_value("two_tower").run()
-    assert at.number_input(key="teacher_hidden").value == TEACHER_MODEL.hidden
+    assert at.number_input(key="teacher_hidden").value == TEACHER_MODEL.hidden  # recipe keeps it
     assert not at.exception
 
 
@@ -169,7 +177,7 @@ def test_live_panel_shows_an_active_run_and_cancels_it(seeded_home):
     assert toasts.count(f"#{run_id} teacher sasrec d8: cancelled") == 1
 
 
-# --------------------------------------------------------------------------- core/forms
+# --------------------------------------------------------------------------- core/views/forms
 def run_record(run_id: int, role: str, status: str) -> RunRecord:
     now = datetime.now(UTC)
     return RunRecord(run_id, 1, role, "sasrec", {}, status, None, None, None, None, now,
@@ -233,21 +241,22 @@ def test_launch_plans():
 def test_run_lists():
     runs = [run_record(1, "teacher", "succeeded"), run_record(2, "teacher", "failed"),
             run_record(3, "teacher", "succeeded"), run_record(4, "popularity", "cancelled")]  # fmt: skip
-    assert [r.id for r in forms.teacher_options(runs)] == [3, 1]
+    assert [r.id for r in teacher_choices(runs)] == [3, 1]
     assert not forms.has_popularity(runs)
     assert forms.has_popularity([*runs, run_record(5, "popularity", "queued")])
     assert forms.finished_runs([1, 2, 3], active=[2]) == [1, 3]
-    assert forms.run_title(runs[0]) == "#1 teacher sasrec"  # the default label has the id
+    assert run_title(runs[0]) == "#1 teacher sasrec"  # the default label has the id
     named = replace(runs[0], name="big one")
-    assert forms.run_title(named) == "#1 big one"
-    assert forms.run_title(Progress(run_id=4, status="running", label="big")) == "#4 big"
+    assert run_title(named) == "#1 big one"
+    assert run_title(replace(runs[0], name="#1 big one")) == "#1 big one"  # not "#1 #1 ..."
+    assert run_title(Progress(run_id=4, status="running", label="big")) == "#4 big"
 
 
 def test_progress_text_and_durations():
-    assert forms.format_duration(None) == "-"
-    assert forms.format_duration(12.4) == "12 s"
-    assert forms.format_duration(185) == "3 min 05 s"
-    assert forms.format_duration(3720) == "1 h 02 min"
+    assert format_duration(None) == "-"
+    assert format_duration(12.4) == "12 s"
+    assert format_duration(185) == "3 min 05 s"
+    assert format_duration(3720) == "1 h 02 min"
     running = Progress(run_id=1, status="running", label="t", epoch=3, total_epochs=20,
                        fraction=0.15, eta_seconds=75, loss=0.53211, val_metric=0.1234)  # fmt: skip
     assert forms.progress_text(running) == (

@@ -109,7 +109,7 @@ def test_compare_shows_table_pareto_chart_and_recommendations(app: App, demo: De
         assert any(name in r for r in runs), runs
 
     # The Pareto chart needs latencies: measure them (PyTorch), as a user would.
-    app.page.get_by_role("button", name="Measure latency (PyTorch)").click()
+    app.page.get_by_role("button", name="Measure latency").click()
     pareto = app.page.locator("[role='tabpanel']").filter(has_text="Pareto frontier")
     expect(pareto).to_be_visible(timeout=PAGE_TIMEOUT_MS)
     app.idle()
