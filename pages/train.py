@@ -59,12 +59,11 @@ def launch(launches: list[forms.Launch], dataset_id: int) -> None:
     after_submit(ids)
 
 
-def teacher_section(dataset: DatasetRecord) -> None:
+def teacher_section(dataset: DatasetRecord, plan: forms.Recipe) -> None:
     family = st.selectbox(
         "Family", TRAINABLE_FAMILIES, format_func=forms.FAMILY_LABELS.get, key="teacher_family"
     )
     with st.form("teacher_form"):
-        plan = forms.presets(dataset)  # the dataset's recipe, as `python -m core run` uses
         sizes = number_fields("teacher", forms.size_fields(family), plan.teacher)
         train = train_fields("teacher", plan.teacher_train)
         name = st.text_input("Run name (optional)", max_chars=80, key="teacher_name")
@@ -78,7 +77,7 @@ def teacher_section(dataset: DatasetRecord) -> None:
         )
 
 
-def student_section(dataset: DatasetRecord) -> None:
+def student_section(dataset: DatasetRecord, preset: forms.Recipe) -> None:
     runs = get_store().list_runs(dataset_id=dataset.id)
     teachers = {r.id: r for r in teacher_choices(runs)}
     if not teachers:
@@ -97,7 +96,6 @@ def student_section(dataset: DatasetRecord) -> None:
     family = st.selectbox(
         "Family", TRAINABLE_FAMILIES, format_func=forms.FAMILY_LABELS.get, key="student_family"
     )
-    preset = forms.presets(dataset)
     sizes = number_fields("student", forms.size_fields(family), preset.student)
     model = guarded(lambda: forms.model_config(family, base=preset.student, **sizes))
     if model is None:
@@ -154,8 +152,9 @@ if dataset is None:
     st.page_link("pages/data.py", label="Go to Data", icon=":material/table_chart:")
 else:
     teacher_tab, student_tab = st.tabs(["Teacher", "Student"])
+    plan = forms.presets(dataset)  # the dataset's recipe, as `python -m core run` uses
     with teacher_tab:
-        teacher_section(dataset)
+        teacher_section(dataset, plan)
     with student_tab:
-        student_section(dataset)
+        student_section(dataset, plan)
 show_live_runs(bool(guarded(get_jobs().active, "reading the active runs")))

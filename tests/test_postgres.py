@@ -18,11 +18,9 @@ from sqlalchemy import event, text
 from streamlit.testing.v1 import AppTest
 
 from core.cli import main
-from core.distill import DistillConfig
 from core.errors import StoreError
 from core.jobs import JobManager
-from core.models import ModelConfig
-from core.pipeline import RunSpec, popularity_spec
+from core.pipeline import popularity_spec
 from core.runner import submit_run, training_runner
 from core.store import Store
 from tests.helpers import faults
@@ -120,13 +118,7 @@ def test_a_database_password_never_shows_in_the_model_card(password, secret_url)
     from core.serving.facts import collect_facts
     from core.serving.gates import Gates
 
-    student = RunSpec(
-        name="student",
-        role="student",
-        model=ModelConfig(family="mf", dim=4),
-        train=faults.MF_TEACHER.train,
-        distill=DistillConfig(method="soft"),
-    )
+    student = faults.MF_STUDENT
     with Store() as store, JobManager(store, training_runner) as manager:
         dataset_id = faults.tiny_dataset(store)
         teacher = submit_run(manager, dataset_id, faults.MF_TEACHER)

@@ -115,13 +115,7 @@ def test_a_worker_loads_only_checkpoints_the_store_lists_in_the_data_dir(home, s
     marker = tmp_path / "exploit-ran"
     outside = tmp_path / "elsewhere.pt"
     faults.torch.save({"state_dict": faults._Exploit(marker)}, outside)
-    student = RunSpec(
-        name="student",
-        role="student",
-        model=ModelConfig(family="mf", dim=4),
-        train=faults.MF_TEACHER.train,
-        distill=DistillConfig(method="soft"),
-    )
+    student = faults.MF_STUDENT
     with Store() as store, JobManager(store, training_runner) as manager:
         dataset_id = faults.tiny_dataset(store)
         unlisted = paths.run_dir(999) / "model.pt"

@@ -81,14 +81,7 @@ def read_jsonl(data: bytes, display: str) -> pd.DataFrame:
             f"'{display}' is a JSON array, not JSON Lines; write one JSON object per line "
             "(for example with jq -c '.[]')."
         )
-    try:
-        table = pa_json.read_json(
-            pa.BufferReader(data),
-            read_options=pa_json.ReadOptions(block_size=BLOCK_BYTES),
-            parse_options=pa_json.ParseOptions(newlines_in_values=False),
-        )
-    except pa.ArrowInvalid as exc:
-        explain(numbered_lines([data]), display, exc)
+    table = read_table(data, display)
     check_utf8(table, lambda exc: explain(numbered_lines([data]), display, exc))
     blank = blank_lines(data)
     lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
@@ -97,6 +90,18 @@ def read_jsonl(data: bytes, display: str) -> pd.DataFrame:
         explain(numbered_lines([data]), display, None)
     line_of = LineNumbers(blank)
     return json_frame(table, display, line_of)
+
+
+def read_table(data: bytes, display: str) -> pa.Table:
+    """pyarrow's JSON reader over ``data``; a parse error becomes one sentence naming the line."""
+    try:
+        return pa_json.read_json(
+            pa.BufferReader(data),
+            read_options=pa_json.ReadOptions(block_size=BLOCK_BYTES),
+            parse_options=pa_json.ParseOptions(newlines_in_values=False),
+        )
+    except pa.ArrowInvalid as exc:
+        explain(numbered_lines([data]), display, exc)
 
 
 def check_utf8(table: pa.Table | pa.RecordBatch, fail: Any) -> None:

@@ -34,7 +34,14 @@ import pyarrow.parquet as pq
 
 from core.errors import DataError
 from core.ingestion.jsonl import BLOCK_BYTES as JSON_BLOCK_BYTES
-from core.ingestion.jsonl import check_utf8, explain, is_json_lines, json_frame, numbered_lines
+from core.ingestion.jsonl import (
+    check_utf8,
+    explain,
+    is_json_lines,
+    json_frame,
+    numbered_lines,
+    read_table,
+)
 from core.ingestion.limits import check_rows
 from core.ingestion.messages import Rows, display_name, reason
 from core.ingestion.read import (
@@ -325,14 +332,7 @@ class _FileLines:
 def _json_log(
     path: Path | None, data: bytes | None, display: str, gzipped: bool, head: bytes
 ) -> Log:
-    try:
-        table = pa_json.read_json(
-            pa.BufferReader(head),
-            read_options=pa_json.ReadOptions(block_size=JSON_BLOCK_BYTES),
-            parse_options=pa_json.ParseOptions(newlines_in_values=False),
-        )
-    except pa.ArrowInvalid as exc:
-        explain(numbered_lines([head]), display, exc)
+    table = read_table(head, display)
     log = Log(display, pd.DataFrame(), path, data, gzipped, _json_blocks, table.schema)
     log.head = json_frame(table, display, _FileLines(log))
     return log

@@ -30,6 +30,7 @@ from unittest import mock
 import torch
 
 from core import paths
+from core.distill import DistillConfig
 from core.errors import StoreError
 from core.ingestion.registry import register_dataset
 from core.job_context import INTERRUPTED_NOTE, JobContext, JobOutcome
@@ -50,6 +51,13 @@ MF_TEACHER = RunSpec(
     role="teacher",
     model=ModelConfig(family="mf", dim=8),
     train=TrainConfig(epochs=1, batch_size=512),
+)
+MF_STUDENT = RunSpec(
+    name="student",
+    role="student",
+    model=ModelConfig(family="mf", dim=4),
+    train=MF_TEACHER.train,
+    distill=DistillConfig(method="soft"),
 )
 OOM_SENTENCE = "The run ran out of memory; lower the batch size or the model size"
 DISK_FULL_SENTENCE = "The disk is full, so the run's files could not be written"
@@ -359,16 +367,8 @@ def teacher_checkpoint_lost(home: Path) -> dict[str, Any]:
     before a student loads it: the student fails with a sentence, the worker serves on."""
     from dataclasses import replace
 
-    from core.distill import DistillConfig
-
     marker = home / "exploit-ran"
-    student = RunSpec(
-        name="student",
-        role="student",
-        model=ModelConfig(family="mf", dim=4),
-        train=MF_TEACHER.train,
-        distill=DistillConfig(method="soft"),
-    )
+    student = MF_STUDENT
     errors = {}
     with Store() as store, JobManager(store, training_runner) as manager:
         dataset_id = tiny_dataset(store)
