@@ -9,6 +9,8 @@ and sees cancellation. Status, epochs and progress snapshots are written to the 
 they happen, so every process's pages show the same thing and never talk to the threads.
 `submit_plan` records a run plan (students after their teacher): its waiting runs are
 queued by the store itself when their parent succeeds (see core.plan_queries).
+With ``DISTILLERY_RAY_ADDRESS`` set, the worker threads hand each claimed run to a Ray task
+instead of running it here (see core.ray_backend); everything else stays as described.
 
 Guarantees:
 - each run executes once, whichever processes share the store;
@@ -34,8 +36,9 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from core import paths
+from core import paths, settings
 from core.enums import ACTIVE_STATUSES, TERMINAL_STATUSES, Role, Status, choice_list
 from core.errors import ConfigError, DistilleryError, StoreError, TrainingCancelled
 from core.job_context import (
@@ -54,6 +57,9 @@ from core.job_context import (
 from core.leases import LeaseLost
 from core.records import JobSpec, PlanRecord, PlanStep, RunRecord
 from core.store import Store
+
+if TYPE_CHECKING:
+    from core.ray_backend import RayBackend
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +97,11 @@ class JobManager:
     the training to other processes. ``max_runs`` stops claiming after that many runs
     (a headless worker's ``--max-runs``). ``lease_s`` is how long this manager's claims
     hold without a heartbeat.
+
+    ``backend`` runs the claimed runs elsewhere (a `core.ray_backend.RayBackend`: then
+    there is one worker thread per run in flight on the cluster). By default a manager
+    with workers uses Ray when ``DISTILLERY_RAY_ADDRESS`` is set, else its own threads.
+    ``owner`` is given only to the manager a Ray task opens for a run claimed elsewhere.
     """
 
     def __init__(
@@ -104,13 +115,22 @@ class JobManager:
         heartbeat_s: float | None = None,
         poll_s: float = POLL_S,
         max_runs: int | None = None,
+        backend: RayBackend | None = None,
+        owner: str | None = None,
     ) -> None:
         if workers < 0:
             raise ConfigError("The job manager cannot have a negative number of workers.")
         if lease_s <= 0 or poll_s <= 0:
             raise ConfigError("The lease and the poll interval must be positive seconds.")
+        if backend is None and workers > 0 and settings.ray_address():
+            from core.ray_backend import RayBackend
+
+            backend = RayBackend(settings.ray_address())
+        self.backend = backend
+        if backend is not None:
+            workers = backend.slots(workers)
         self.store = store
-        self.owner = new_owner_id()
+        self.owner = owner or new_owner_id()
         self.lease_s = float(lease_s)
         self._heartbeat_s = heartbeat_s or min(HEARTBEAT_S, self.lease_s / 3)
         self._poll_s = poll_s
@@ -367,14 +387,23 @@ class JobManager:
                         self._changed.wait(self._poll_s)
                 continue
             try:
-                self._serve(run)
+                if self.backend is None:
+                    self._serve(run)
+                else:
+                    self.backend.serve(self, run)
             except BaseException:  # the worker must outlive any single run
                 log.exception("job worker failed while handling run %s", run.id)
 
-    def _serve(self, run: RunRecord) -> None:
+    def _begin(self, run: RunRecord) -> _Executing:
+        """Register a claimed run as executing here: its lease is renewed, cancels reach it."""
         executing = _Executing()
         with self._lock:
             self._executing[run.id] = executing
+        return executing
+
+    def _serve(self, run: RunRecord) -> None:
+        """Run a claimed run's runner here and record how it ended (a Ray task runs this too)."""
+        executing = self._begin(run)
         # One line per execution: the reliability bench counts them to prove "exactly once".
         log.info("run %s started by %s", run.id, self.owner)
         status, error = Status.SUCCEEDED, None
@@ -450,6 +479,10 @@ class JobManager:
                 self.store.set_status(run_id, status, error, owner=self.owner)
             except StoreError as exc:
                 log.error("could not record the end of run %s (%s): %s", run_id, status, exc)
+        self._release(run_id)
+
+    def _release(self, run_id: int) -> None:
+        """Forget a run that has ended (here or in a Ray task) and wake the waiters."""
         with self._changed:
             self._executing.pop(run_id, None)
             self._submitted.discard(run_id)

@@ -12,6 +12,7 @@ functions, not constants, so tests can change the environment after import.
 | DISTILLERY_SYNC_JOBS    | page tests: a submit waits for its runs in the same rerun     | off                |
 | DISTILLERY_DEMO_SCALE   | size of the one-click demo shop (tests shrink it)             | 1.0                |
 | DISTILLERY_DEMO_EPOCHS  | cap on every demo run's epochs (tests and slow machines)      | the presets        |
+| DISTILLERY_RAY_ADDRESS  | Ray cluster that trains runs: auto, ray://host:10001, local   | off (threads)      |
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ WORKERS_ENV = "DISTILLERY_WORKERS"
 SYNC_JOBS_ENV = "DISTILLERY_SYNC_JOBS"
 DEMO_SCALE_ENV = "DISTILLERY_DEMO_SCALE"
 DEMO_EPOCHS_ENV = "DISTILLERY_DEMO_EPOCHS"
+RAY_ADDRESS_ENV = "DISTILLERY_RAY_ADDRESS"
 
 
 def _raw(name: str) -> str:
@@ -59,3 +61,8 @@ def demo_epochs() -> int | None:
     except ValueError:
         return None
     return value if value > 0 else None
+
+
+def ray_address() -> str | None:
+    """The Ray cluster that trains the runs (unset: the job manager's own threads)."""
+    return _raw(RAY_ADDRESS_ENV) or None
