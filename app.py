@@ -23,6 +23,7 @@ page = st.navigation(
         st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
         st.Page("pages/data.py", title="Data", icon=":material/table_chart:"),
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("pages/sweep.py", title="Sweep", icon=":material/stacked_line_chart:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/list_alt:"),
         st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
         st.Page("pages/handoff.py", title="Handoff", icon=":material/local_shipping:"),

@@ -130,15 +130,18 @@ def submit_sweep(
     method: str,
     fractions: Iterable[float] = SIZE_FRACTIONS,
     seeds: int | Sequence[int] = 1,
+    *,
+    epochs: int | None = None,
 ) -> int:
     """Queue a size sweep after a teacher and return the plan id: per size and seed, a
     student distilled with ``method`` and its no-teacher twin (same model and training).
 
     Sizes are shares of the teacher's parameters (about 1% to 25%); the width of each
     student comes from `core.recipe.student_width`. Training settings and the distillation
-    knobs come from the dataset's recipe. The students wait while the teacher trains; a
-    teacher that was deleted or ended badly, a size not smaller than the teacher, or an
-    unknown method is one sentence, and nothing is queued.
+    knobs come from the dataset's recipe; ``epochs`` caps each run's epochs (as the quick
+    demo does; early stopping may end a run sooner). The students wait while the teacher
+    trains; a teacher that was deleted or ended badly, a size not smaller than the teacher,
+    or an unknown method is one sentence, and nothing is queued.
     """
     if method not in DISTILL_METHODS:
         raise ConfigError(
@@ -154,12 +157,18 @@ def submit_sweep(
         if recipe.distill.method == method
         else replace(recipe.distill, method=method)
     ).validate()
-    chosen = _seeds(seeds, recipe.student_train.seed)
+    student_train = recipe.student_train
+    if epochs is not None:
+        cap = max(1, min(student_train.epochs, int(epochs)))
+        student_train = replace(
+            student_train, epochs=cap, min_epochs=min(student_train.min_epochs, cap)
+        )
+    chosen = _seeds(seeds, student_train.seed)
     sizes = sweep_sizes(teacher_spec.model, dataset.n_users, dataset.n_items, fractions)
     steps: list[PlanStep] = []
     for fraction, model, _params in sizes:
         for seed in chosen:
-            train = replace(recipe.student_train, seed=seed)
+            train = replace(student_train, seed=seed)
             suffix = f" · {fraction:.0%} · seed {seed}"
             student = RunSpec(
                 run_name(Role.STUDENT, model, method) + suffix, Role.STUDENT, model, train, distill
@@ -172,6 +181,7 @@ def submit_sweep(
         "fractions": [f for f, _, _ in sizes],
         "widths": [m.dim for _, m, _ in sizes],
         "seeds": chosen,
+        "epochs": student_train.epochs,
     }
     name = f"Sweep of {teacher.label} ({method}, {len(sizes)} sizes x {len(chosen)} seeds)"
     record, _ = jobs.submit_plan(name, PlanKind.SWEEP, steps, config)
@@ -313,7 +323,9 @@ def _eta(
     seconds = frame.groupby("run_id")["seconds"].agg(["mean", "count"]) if len(frame) else None
 
     def measured(run: RunRecord) -> tuple[float, int] | None:
-        if seconds is None or run.id not in seconds.index:
+        # Popularity's one "epoch" is a count (milliseconds): it says nothing about how long
+        # a trained model's epoch takes, so it is never a reference.
+        if seconds is None or run.id not in seconds.index or run.role == Role.POPULARITY:
             return None
         row = seconds.loc[run.id]
         return float(row["mean"]), int(row["count"])

@@ -18,6 +18,7 @@ PAGES = (
     "pages/home.py",
     "pages/data.py",
     "pages/train.py",
+    "pages/sweep.py",
     "pages/runs.py",
     "pages/compare.py",
     "pages/handoff.py",

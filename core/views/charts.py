@@ -1,4 +1,4 @@
-"""Every Altair chart of the app (Data, Train, Runs and Compare pages), from small tidy frames.
+"""Every Altair chart of the app (Data, Train, Sweep, Runs and Compare pages), from tidy frames.
 
 Each chart has two halves: a ``*_frame`` function that turns a dataset, a run's epoch
 records or the comparison table into a tidy DataFrame (tested by hand; the Compare page's
@@ -299,3 +299,83 @@ def preview_frame(data: InteractionData, rows: int = 20) -> pd.DataFrame:
     out["weight"] = frame["weight"]
     out["split"] = frame["split"].map(SPLIT_NAMES)
     return out
+
+
+# --------------------------------------------------------------------------- sweep
+# The two lines of a size sweep, always in these colours: distilled students and their
+# no-teacher twins (same architecture and training, no teacher).
+SWEEP_DISTILLED, SWEEP_TWIN = "distilled", "no teacher (twin)"
+SWEEP_NDCG, SWEEP_KEPT, SWEEP_LATENCY = "NDCG@10", "% of teacher kept", "latency (ms per list)"
+SWEEP_COLORS = alt.Scale(domain=[SWEEP_DISTILLED, SWEEP_TWIN], range=["#1f77b4", "#ff7f0e"])
+
+
+def _sweep_panel(frame: pd.DataFrame, panel: str, y_title: str, y_format: str) -> alt.LayerChart:
+    """One panel of a sweep: per variant a mean line over a mean ± std band, against the
+    parameter count on a log scale; the teacher's figure as a dashed rule."""
+    data = frame[frame["panel"] == panel]
+    x = alt.X(
+        "params:Q",
+        scale=alt.Scale(type="log"),
+        title="student parameters (log scale)",
+        axis=alt.Axis(format="~s"),
+    )
+    color = alt.Color(
+        "variant:N",
+        scale=SWEEP_COLORS,
+        title=None,
+        legend=alt.Legend(orient="bottom", symbolOpacity=1),
+    )
+
+    def y(field: str) -> alt.Y:  # every layer shares one y axis: same title, scale, format
+        return alt.Y(
+            field, title=y_title, scale=alt.Scale(zero=False), axis=alt.Axis(format=y_format)
+        )
+
+    base = alt.Chart(data).encode(x=x, color=color)
+    band = base.mark_area(opacity=0.2).encode(y=y("lo:Q"), y2="hi:Q")
+    line = base.mark_line(point=True).encode(
+        y=y("mean:Q"),
+        tooltip=[
+            "variant:N",
+            alt.Tooltip("size:N", title="size"),
+            alt.Tooltip("params:Q", format=","),
+            alt.Tooltip("seeds:Q"),
+            alt.Tooltip("mean:Q", format=".4~f"),
+            alt.Tooltip("std:Q", format=".4~f"),
+        ],
+    )
+    layers = [band, line]
+    reference = data["teacher"].dropna()
+    if len(reference):
+        rule_data = pd.DataFrame({"teacher": [float(reference.iloc[0])], "label": ["teacher"]})
+        rule = alt.Chart(rule_data).encode(y=y("teacher:Q"))
+        layers += [
+            rule.mark_rule(strokeDash=[4, 4], color="gray"),
+            # Below the rule, inside the plot: the teacher is usually the top of the axis.
+            rule.mark_text(align="left", baseline="top", dx=4, dy=3, color="gray").encode(
+                text="label:N", x=alt.value(0)
+            ),
+        ]
+    return alt.layer(*layers, title=panel).properties(width=300, height=220)
+
+
+def sweep_chart(frame: pd.DataFrame) -> alt.HConcatChart:
+    """A size sweep's quality: NDCG@10 and % of the teacher kept against parameters (log x),
+    distilled students and their twins as two lines with mean ± std bands over seeds.
+
+    ``frame`` is :func:`core.views.sweep.chart_frame` (panels ``NDCG@10`` and
+    ``% of teacher kept``; other panels are ignored).
+    """
+    return alt.hconcat(
+        _sweep_panel(frame, SWEEP_NDCG, "test NDCG@10", ".3~f"),
+        _sweep_panel(frame, SWEEP_KEPT, "% of the teacher's NDCG@10", ".0f"),
+    )
+
+
+def sweep_latency_chart(frame: pd.DataFrame) -> alt.HConcatChart:
+    """A size sweep's cost: p50 milliseconds per list (one request) against parameters,
+    the teacher's as a rule (the ``latency (ms per list)`` panel of the chart frame).
+
+    A concatenation of one panel, like :func:`sweep_chart`: Streamlit sizes a top-level
+    layer chart's whole canvas (axes and title too) to the panel's height."""
+    return alt.hconcat(_sweep_panel(frame, SWEEP_LATENCY, "p50 ms per list", ".2~f"))
