@@ -20,6 +20,7 @@ epoch_seconds. Prints the selection first, then the test table.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -27,6 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -83,6 +85,31 @@ def row(outcome, teacher, fraction: float) -> dict:
     return {k: r.get(k) for k in ROW_KEYS}
 
 
+TEACHERS = ROOT / "bench" / "results" / ".teachers"
+
+
+def _teacher_path(data, spec: RunSpec) -> Path:
+    from core.ingestion.registry import fingerprint
+
+    key = json.dumps([fingerprint(data), spec.to_dict()], sort_keys=True, default=str)
+    return TEACHERS / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+
+
+def cached_teacher(data, spec: RunSpec):
+    """A teacher trained earlier on the same data with the same spec, or None."""
+    path = _teacher_path(data, spec)
+    if not path.exists():
+        return None
+    print(f"reusing the teacher saved at {path}", flush=True)
+    return torch.load(path, weights_only=False)
+
+
+def save_teacher(data, outcome) -> None:
+    path = _teacher_path(data, outcome.spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(outcome, path)
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     arr = np.asarray(values, dtype=float)
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
@@ -98,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default="combined,ranking,listwise")
     p.add_argument("--epochs", type=int, help="cap on every run's epochs (default: the recipe)")
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument(
+        "--reuse-teacher",
+        action="store_true",
+        help="keep the trained teacher under bench/results/.teachers and reuse it when the "
+        "data and the teacher's spec are the same (for iterating on students)",
+    )
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     fractions = [float(f) for f in args.fractions.split(",")]
@@ -117,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     teacher_spec = RunSpec(
         "teacher", Role.TEACHER, plan.teacher, replace(plan.teacher_train, **cap)
     )
-    teacher = train_and_evaluate(data, teacher_spec)
+    teacher = cached_teacher(data, teacher_spec) if args.reuse_teacher else None
+    if teacher is None:
+        teacher = train_and_evaluate(data, teacher_spec)
+        if args.reuse_teacher:
+            save_teacher(data, teacher)
     t_params = teacher.params
     rows = [row(teacher, None, 1.0)]
     log(

@@ -29,13 +29,16 @@ st.markdown(
 
 def start_demo(quick: bool) -> int:
     store, jobs = get_store(), get_jobs()
-    with st.spinner("Building the demo shop..."):
-        record, _ = forms.save_dataset(store, load_demo_dataset(scale=demo_scale()), "demo shop")
-    set_active_dataset(record.id)
     caps = [c for c in (demo_epochs(), forms.QUICK_DEMO_EPOCHS if quick else None) if c]
     epochs = min(caps) if caps else None
-    plan = forms.demo_plan(epochs, forms.presets(record))
-    plan_id = plans.submit_demo(jobs, record.id, plan, epochs=epochs)
+    # No st.* call (session state included) between building the shop and queuing the plan:
+    # a tab that reloads or closes stops its script run at the next one, and a demo whose
+    # shop was being built must still be queued (the reloaded Home then shows it).
+    with st.spinner("Building the demo shop..."):
+        record, _ = forms.save_dataset(store, load_demo_dataset(scale=demo_scale()), "demo shop")
+        plan = forms.demo_plan(epochs, forms.presets(record))
+        plan_id = plans.submit_demo(jobs, record.id, plan, epochs=epochs)
+    set_active_dataset(record.id)
     after_submit([r.id for r in store.list_runs(plan_id=plan_id)])
     return plan_id
 
@@ -101,13 +104,18 @@ if start and guarded(lambda: start_demo(quick), "starting the demo") is not None
     st.rerun()  # the sidebar shows the demo dataset and its runs
 
 
-@st.fragment(run_every=LIVE_POLL_S if running else None)
+# With no demo running, the panel still looks now and then (one small store read), so a tab
+# opened before another tab started the demo shows it without a reload.
+IDLE_POLL_S = 5.0
+
+
+@st.fragment(run_every=LIVE_POLL_S if running else IDLE_POLL_S)
 def demo_panel() -> None:
     now = guarded(current_demo, "reading the demo")
     if now is None:
         return
-    if running and now.status != "running":
-        st.rerun()  # a full rerun stops the timer and re-enables the button
+    if (now.status == "running") != running:
+        st.rerun()  # a full rerun switches the timer and the button's state
     show_demo(now)
 
 

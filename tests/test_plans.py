@@ -313,6 +313,56 @@ def test_restarting_the_manager_in_the_middle_of_a_plan_finishes_it(store, datas
         assert set(wait_all(third, ids).values()) == {"succeeded"}
 
 
+def test_a_new_process_resumes_a_plan_from_the_store_alone(store, dataset_id):
+    """What a restarted server sees: a new Store and a new JobManager over the same
+    database, nothing carried over in memory. Queued and waiting runs go on by themselves;
+    a teacher that was running becomes interrupted, and one call resumes it and its
+    students, which then run after it and are handed it."""
+    # 1. The old process ran popularity and stopped: the teacher is queued, its students wait.
+    old = JobManager(store, QuickRunner(), workers=1, max_runs=1)
+    plan, ids = old.submit_plan("demo", "demo", demo_steps(dataset_id))
+    assert old.wait(ids[0], WAIT_S) == "succeeded"
+    old.shutdown(wait=True)
+    runner = QuickRunner()
+    with Store() as reopened:
+        assert [r.status for r in reopened.list_runs(plan_id=plan.id)] == [
+            "succeeded",
+            "queued",
+            "waiting",
+            "waiting",
+        ]
+        with JobManager(reopened, runner, workers=1) as new:
+            assert new.recovered == []
+            assert set(wait_all(new, ids).values()) == {"succeeded"}
+        teacher = reopened.get_run(ids[1])
+        assert runner.teachers == {"student": teacher.id, "twin": teacher.id}
+        assert all(reopened.get_run(i).started >= teacher.finished for i in ids[2:])
+
+    # 2. The old process died while training the teacher (popularity had succeeded).
+    plan, runs = store.create_plan("demo 2", "demo", dataset_id, demo_steps(dataset_id))
+    ids = [r.id for r in runs]
+    assert store.claim_run("dead-process", 30).id == ids[0]
+    store.set_status(ids[0], "succeeded", owner="dead-process")
+    popularity_finished = store.get_run(ids[0]).finished
+    assert store.claim_run("dead-process", 30).id == ids[1]
+    store.add_epoch(ids[1], 1, 0.5, seconds=1.0)
+    expire(store, ids[1])
+    runner = QuickRunner()
+    with Store() as reopened, JobManager(reopened, runner, workers=2, lease_s=1.0) as new:
+        assert new.recovered == [ids[1]]
+        view = plans.view(reopened, plan.id)
+        assert (view.status, view.resumable) == ("interrupted", (ids[1],))
+        assert [r.status for r in view.runs] == ["succeeded", "interrupted"] + ["cancelled"] * 2
+        assert plans.resume(new, plan.id) == ids[1:]  # one call: the teacher and its students
+        assert set(wait_all(new, ids).values()) == {"succeeded"}
+        teacher = reopened.get_run(ids[1])
+        assert runner.teachers == {"student": teacher.id, "twin": teacher.id}
+        assert all(reopened.get_run(i).started >= teacher.finished for i in ids[2:])
+        assert reopened.get_run(ids[0]).finished == popularity_finished  # not run again
+        assert [e.epoch for e in reopened.epochs(ids[1])] == [1, 2]  # from scratch, once
+        assert plans.view(reopened, plan.id).status == "succeeded"
+
+
 def test_shutdown_drains_a_plan_submitted_here(store, dataset_id):
     manager = JobManager(store, QuickRunner(), workers=1)
     _, ids = manager.submit_plan("demo", "demo", demo_steps(dataset_id))
@@ -348,8 +398,11 @@ def test_the_eta_comes_from_measured_epoch_times(store, dataset_id):
     )
     assert plans.view(store, plan.id).eta_seconds is None
     store.claim_run("w", 30)
+    store.add_epoch(popularity.id, 1, 0.0, seconds=0.02)  # a count, not a trained epoch
     store.set_status(popularity.id, "succeeded", owner="w")
     store.claim_run("w", 30)
+    # The teacher has not finished an epoch: popularity's milliseconds are no reference.
+    assert plans.view(store, plan.id).eta_seconds is None
     for epoch in (1, 2):
         store.add_epoch(teacher.id, epoch, 0.5, seconds=3.0)
     # Nothing of the students' shape measured yet: costed at their teacher's epoch time.

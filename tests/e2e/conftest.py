@@ -6,6 +6,7 @@ and with real background training threads (``DISTILLERY_SYNC_JOBS`` unset), as a
 it. Chromium is Debian's package driven by Playwright (``executable_path``): no browser is
 ever downloaded. One browser tab (one Streamlit session) is shared by every test of the
 session, so the demo trained by the flow in test_browser.py is reused by the handoff test.
+A test that needs a store of its own (a demo started from nothing) takes ``start_server``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,9 +55,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _log_tail(lines: int = 40) -> str:
+def _log_tail(log_path: Path = SERVER_LOG, lines: int = 40) -> str:
     try:
-        return "\n".join(SERVER_LOG.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no server log)"
 
@@ -72,11 +74,20 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=15)
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of a fresh ``streamlit run app.py`` with an empty store and a tiny demo."""
-    home = tmp_path_factory.mktemp("e2e") / "home"
-    home.mkdir()
+@dataclass(frozen=True)
+class Server:
+    """A running ``streamlit run app.py``: its base URL and its data directory."""
+
+    url: str
+    home: Path
+    log: Path
+
+
+@contextmanager
+def serve(home: Path, log_path: Path, **env_overrides: str) -> Iterator[Server]:
+    """Start ``streamlit run app.py`` on a free port over the data directory ``home`` (an
+    empty store, the tiny demo unless ``env_overrides`` say otherwise), wait until it is
+    healthy, yield it, check its log for tracebacks and stop it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILLERY_")}
     env.update(
         DISTILLERY_HOME=str(home),
@@ -84,8 +95,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         DISTILLERY_DEMO_EPOCHS=DEMO_EPOCHS,
         PYTHONUNBUFFERED="1",
     )
+    env.update(env_overrides)
     port = free_port()
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "streamlit", "run", "app.py",
         "--server.headless", "true",
@@ -94,7 +106,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
     ]  # fmt: skip
-    with SERVER_LOG.open("w") as log:
+    with log_path.open("w") as log:
         proc = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -103,7 +115,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         deadline = time.monotonic() + SERVER_START_S
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with {proc.returncode}:\n{_log_tail()}")
+                pytest.fail(f"streamlit exited with {proc.returncode}:\n{_log_tail(log_path)}")
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
                     if response.read().decode().strip() == "ok":
@@ -111,15 +123,50 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"streamlit not healthy after {SERVER_START_S} s:\n{_log_tail()}")
+                pytest.fail(
+                    f"streamlit not healthy after {SERVER_START_S} s:\n{_log_tail(log_path)}"
+                )
             time.sleep(0.25)
-        yield url
+        yield Server(url, home, log_path)
         # A script error that slipped past every page's check still leaves its traceback in
         # the server log (before shutdown, whose messages are not the app's).
-        log = SERVER_LOG.read_text(errors="replace")
-        assert "Traceback" not in log and "Uncaught app" not in log, _log_tail(80)
+        text = log_path.read_text(errors="replace")
+        assert "Traceback" not in text and "Uncaught app" not in text, _log_tail(log_path, 80)
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a fresh ``streamlit run app.py`` with an empty store and a tiny demo,
+    shared by the tests of the session."""
+    home = tmp_path_factory.mktemp("e2e") / "home"
+    home.mkdir()
+    with serve(home, SERVER_LOG) as running:
+        yield running.url
+
+
+@pytest.fixture
+def start_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Server]]:
+    """Start servers of this test alone: ``start_server(**env)`` runs ``streamlit run app.py``
+    over an empty data directory of its own (or ``home=`` an earlier server's, to restart
+    over the same store), with the tiny demo unless ``env`` overrides it, and logs to
+    tests/artifacts/e2e-<test>-<n>.log. Every server is stopped (and its log checked for
+    tracebacks) when the test ends."""
+    test = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:80]
+    started: list[Server] = []
+    with ExitStack() as servers:
+
+        def start(home: Path | None = None, **env: str) -> Server:
+            number = len(started) + 1
+            if home is None:
+                home = tmp_path / f"server-{number}-home"
+                home.mkdir()
+            log_path = ARTIFACTS / f"e2e-{test}-{number}.log"
+            started.append(servers.enter_context(serve(home, log_path, **env)))
+            return started[-1]
+
+        yield start
 
 
 @pytest.fixture(scope="session")
