@@ -7,17 +7,22 @@ shop's simulator is built for readable titles, not for this size). Then, in one 
 
     ingest  load_interactions streams the Parquet file: parse, dedupe, k-core, ids, split
     build   the training CSR matrix and the per-user sequences
-    train   a small SASRec (dim 32, one block): ~50 Adam steps, timed and scaled to 1,000
+    train   a small SASRec (dim 32, one block): ~50 Adam steps, timed and scaled to 1,000,
+            with the task loss the recipe picks for this log (core.recipe: sampled softmax
+            with logQ correction once full-catalog logits outgrow the budget), through the
+            trainer's own per-batch loss (core.train.Objective)
     eval    full-ranking evaluation (core.metrics.evaluate) of a sample of users
 
 and writes bench/results/scale.json with rows, users, items, ingest_seconds, rows_per_s,
 peak_rss_mb (the ingest's peak resident memory, the process's, imports included),
-build_seconds, train_seconds_per_1k_batches, eval_users_per_s and device, plus the Parquet
-size, the per-phase peaks and what a full training epoch would take.
+build_seconds, train_seconds_per_1k_batches, train_loss (full, sampled or chunked),
+eval_users_per_s and device, plus the Parquet size, the per-phase peaks and what a full
+training epoch would take.
 
     python bench/scale.py                   # 20,000,000 rows (minutes; needs ~4 GB)
     python bench/scale.py --rows 200000     # a quick check of the script
     python bench/scale.py --file log.parquet
+    python bench/scale.py --loss full       # the old full-softmax figure, for comparison
 
 Peak memory per phase is read from the kernel (VmHWM, reset between phases through
 /proc/self/clear_refs); where that is unavailable, the process's lifetime peak is reported.
@@ -187,16 +192,32 @@ def rss_mb() -> float:
 
 
 # --------------------------------------------------------------------------- phases
-def train_timing(data, batches: int, batch_size: int, max_len: int, device: str):
-    """(seconds per 1,000 batches, batches in one epoch, peak RSS MB) for a small SASRec."""
+def recipe_loss(data) -> tuple[str, int, str]:
+    """(loss, softmax negatives, the recipe's reason or "") the recipe picks for this log."""
+    from core.recipe import recipe_for
+
+    plan = recipe_for(data)
+    reason = next((r for r in plan.reasons if "softmax" in r), "")
+    return plan.teacher_train.loss, plan.teacher_train.softmax_negatives, reason
+
+
+def train_timing(
+    data, batches: int, batch_size: int, max_len: int, device: str, loss: str, negatives: int
+):
+    """(model, seconds per 1,000 batches, batches in one epoch) for a small SASRec."""
     import torch
 
     from core.models import ModelConfig, build_model
+    from core.train import Objective, TrainConfig
 
     torch.manual_seed(0)
     config = ModelConfig(family="sasrec", dim=32, layers=1, heads=1, max_len=max_len)
     model = build_model(config, data.n_users, data.n_items).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    train = TrainConfig(
+        batch_size=batch_size, device=device, loss=loss, softmax_negatives=negatives
+    ).validate()
+    objective = Objective(model, data, train)
     stream = model.task_batches(data, batch_size, 0, np.random.default_rng(0))
     epoch_batches = math.ceil(len(model.training_windows(data)[2]) / batch_size)
     model.train()
@@ -204,7 +225,7 @@ def train_timing(data, batches: int, batch_size: int, max_len: int, device: str)
     def step() -> None:
         batch = next(stream).to(torch.device(device))
         optimizer.zero_grad(set_to_none=True)
-        model.training_step(batch).task_loss.backward()
+        objective(batch)[0].backward()
         optimizer.step()
 
     for _ in range(3):  # warm-up: allocator, kernels
@@ -246,11 +267,20 @@ def main() -> None:
     parser.add_argument("--eval-users", type=int, default=5_000, help="users to evaluate")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument(
+        "--loss",
+        choices=("recipe", "full", "sampled", "chunked"),
+        default="recipe",
+        help="SASRec's task loss: the recipe's pick for this log (default) or a fixed one",
+    )
+    parser.add_argument(
         "--shape",
         choices=SHAPES,
         default="rees46",
         help="rees46: the nine columns of the public REES46 shop log (default); minimal: "
         "user_id, item_id, timestamp, event only",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="where to write the JSON (default %(default)s)"
     )
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -295,15 +325,20 @@ def main() -> None:
     build_peak = peak_rss_mb()
     print(f"build: CSR + sequences in {build_seconds:.1f} s; peak RSS {build_peak:,.0f} MB")
 
+    loss, negatives, loss_reason = recipe_loss(data)
+    if args.loss != "recipe":
+        loss, loss_reason = args.loss, f"{args.loss} softmax asked for on the command line"
+    print(f"train loss: {loss}" + (f" ({loss_reason})" if loss_reason else ""))
     reset_peak()
     model, per_1k, epoch_batches = train_timing(
-        data, args.batches, args.batch_size, args.max_len, args.device
+        data, args.batches, args.batch_size, args.max_len, args.device, loss, negatives
     )
     train_peak = peak_rss_mb()
     epoch_minutes = per_1k / 1000 * epoch_batches / 60
     print(
-        f"train: {per_1k:,.0f} s per 1,000 batches of {args.batch_size} users; one epoch is "
-        f"{epoch_batches:,} batches = about {epoch_minutes:,.0f} minutes on {args.device}"
+        f"train: {per_1k:,.0f} s per 1,000 batches of {args.batch_size} users ({loss} "
+        f"softmax); one epoch is {epoch_batches:,} batches = about {epoch_minutes:,.0f} "
+        f"minutes on {args.device}"
     )
 
     reset_peak()
@@ -327,6 +362,7 @@ def main() -> None:
         "peak_rss_mb": round(ingest_peak, 1),
         "build_seconds": round(build_seconds, 2),
         "train_seconds_per_1k_batches": round(per_1k, 1),
+        "train_loss": loss,
         "eval_users_per_s": round(users_per_s, 1),
         "device": device,
         # Context for the figures above.
@@ -338,6 +374,8 @@ def main() -> None:
         "build_peak_rss_mb": round(build_peak, 1),
         "train_peak_rss_mb": round(train_peak, 1),
         "eval_peak_rss_mb": round(eval_peak, 1),
+        "train_loss_negatives": negatives if loss == "sampled" else None,
+        "train_loss_reason": loss_reason,
         "train_batch_users": args.batch_size,
         "train_max_len": args.max_len,
         "train_batches_timed": args.batches,
@@ -346,9 +384,9 @@ def main() -> None:
         "eval_users": evaluated,
         "notes": list(data.notes),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 def _rows_of(path: Path) -> int:

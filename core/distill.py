@@ -20,6 +20,14 @@ Formulas (per example; every loss is then averaged over the batch):
 explicit ``LOSSES`` table (see the table for each method's total). The formulas printed in
 the source article are not used: their "soft" term does not depend on the student.
 
+Big catalogs (a student trained with sampled or chunked softmax, ``core.models.softmax``):
+no ``[B, n_items]`` score row exists, so ``z_s`` covers a candidate set per row (the
+teacher's kept top-K' items, the row's positive and the batch's shared sampled negatives)
+described by :class:`Candidates`. The formulas stay the same; what changes is listed in
+each ``LOSSES`` row's ``sampled`` field: where a term needs a sum over the whole catalog
+(the student's softmax partition, the student's rank of an item), the sampled negatives
+stand for the rest of the catalog with their logQ importance weights ``1 / (M q_j)``.
+
 Why one module of ~700 lines: every loss, its formula checked by hand in the tests, the
 teacher targets they read (``TeacherTargets``) and the ``LOSSES`` table that names each
 method's total read together, as in torchdistill's loss modules; split apart, the table
@@ -43,6 +51,7 @@ from core.errors import ConfigError
 
 __all__ = [
     "LOSSES",
+    "Candidates",
     "DistillConfig",
     "TeacherTargets",
     "soft_target_kl_topk",
@@ -154,8 +163,9 @@ class TeacherTargets:
     ) -> TeacherTargets:
         """Targets from full teacher scores (``mask``: items the teacher may not name)."""
         z_t = z_t.detach()
-        topk = teacher_top_k(z_t, k, mask=mask)
-        masked = z_t if mask is None else z_t.masked_fill(mask, float("-inf"))
+        # One masked copy serves the top-K and the log-partition (a million-item row is 4 MB).
+        masked = _masked_teacher(z_t, k, mask)
+        topk = masked.topk(k, dim=1).indices
         log_z = torch.logsumexp(masked.float() / temperature, dim=1)
         return cls(topk, z_t.gather(1, topk), log_z, temperature, scores=z_t)
 
@@ -170,7 +180,10 @@ class TeacherTargets:
 
 
 def soft_target_kl_topk(
-    z_s: Tensor, targets: TeacherTargets, mask: Tensor | None = None
+    z_s: Tensor,
+    targets: TeacherTargets,
+    mask: Tensor | None = None,
+    log_weight: Tensor | None = None,
 ) -> Tensor:
     """The soft term from the teacher's top-K' and log-partition (no full teacher scores).
 
@@ -180,15 +193,25 @@ def soft_target_kl_topk(
     through its full softmax), so the value equals :func:`soft_target_kl` when K' covers
     every unmasked item and is a lower bound of it otherwise (coarse-graining never
     increases a KL divergence).
+
+    ``log_weight`` (big catalogs, ``[B, C]`` or ``[1, C]``): ``z_s`` covers candidates, not
+    the catalog, and column ``c`` stands for ``exp(log_weight[c])`` catalog items in the
+    student's partition (1 for an exact column, ``1 / (M q_j)`` for a sampled one), so
+    ``log Z_s ≈ logsumexp(z_s / T + log_weight)``: the sampled-softmax (logQ) estimate.
     """
     temperature = targets.temperature
     mask = _check_mask(z_s, mask)
     s = z_s / temperature
     if mask is not None:
         s = s.masked_fill(mask, torch.finfo(s.dtype).min)
+    partition_terms = s
+    if log_weight is not None:
+        partition_terms = s + log_weight.to(s)
+        if mask is not None:
+            partition_terms = partition_terms.masked_fill(mask, torch.finfo(s.dtype).min)
     topk = targets.topk.to(z_s.device, torch.long)
     # One pass over the catalog (the student's log-partition); everything else is [N, K'].
-    log_ps = s.gather(1, topk) - torch.logsumexp(s, dim=1, keepdim=True)  # [N, K']
+    log_ps = s.gather(1, topk) - torch.logsumexp(partition_terms, dim=1, keepdim=True)
     log_pt = targets.topk_scores.to(s.dtype) / temperature - targets.log_partition.to(s)[:, None]
     pt = log_pt.exp()
     top_terms = (pt * (log_pt - log_ps)).sum(dim=1)
@@ -289,7 +312,11 @@ def position_weights(
 
 @torch.no_grad()
 def dynamic_rank_weights(
-    z_s: Tensor, teacher_topk: Tensor, mu: float = 0.1, mask: Tensor | None = None
+    z_s: Tensor,
+    teacher_topk: Tensor,
+    mu: float = 0.1,
+    mask: Tensor | None = None,
+    log_weight: Tensor | None = None,
 ) -> Tensor:
     """Tang & Wang's rank-discrepancy weight, with the student's exact rank (no gradient).
 
@@ -300,6 +327,10 @@ def dynamic_rank_weights(
     student ranks it. (The authors estimate rank_s by sampling; with the scores of the
     whole row at hand we count exactly.)
 
+    ``log_weight`` (big catalogs, ``[B, C]`` or ``[1, C]``): ``z_s`` covers candidates and
+    column ``c`` counts for ``exp(log_weight[c])`` catalog items (``1 / (M q_j)`` for a
+    sampled one), so the rank is the importance-sampling estimate, as the authors do.
+
     Returns:
         ``[B, K]`` float weights in [0, 1).
     """
@@ -308,9 +339,19 @@ def dynamic_rank_weights(
         # -inf is never strictly greater than a score, so masked items never outrank one.
         z_s = z_s.masked_fill(mask, float("-inf"))
     item_scores = z_s.gather(1, teacher_topk)
-    ascending = z_s.sort(dim=1).values
-    not_above = torch.searchsorted(ascending.contiguous(), item_scores.contiguous(), right=True)
-    student_rank = (z_s.shape[1] - not_above + 1).to(z_s.dtype)  # 1-based
+    if log_weight is None:
+        ascending = z_s.sort(dim=1).values
+        not_above = torch.searchsorted(ascending.contiguous(), item_scores.contiguous(), right=True)
+        student_rank = (z_s.shape[1] - not_above + 1).to(z_s.dtype)  # 1-based
+    else:
+        counts = log_weight.to(z_s).exp().expand_as(z_s)
+        if mask is not None:
+            counts = counts.masked_fill(mask, 0.0)
+        ascending, order = z_s.sort(dim=1)
+        # at_most[:, i] = catalog items standing behind the i lowest columns.
+        at_most = F.pad(counts.gather(1, order).cumsum(dim=1), (1, 0))
+        not_above = torch.searchsorted(ascending.contiguous(), item_scores.contiguous(), right=True)
+        student_rank = 1 + at_most[:, -1:] - at_most.gather(1, not_above)
     teacher_rank = torch.arange(1, teacher_topk.shape[1] + 1, device=z_s.device, dtype=z_s.dtype)
     return torch.tanh(mu * (student_rank - teacher_rank)).clamp(min=0.0)
 
@@ -323,6 +364,7 @@ def ranking_distillation(
     *,
     mu: float = 0.1,
     mask: Tensor | None = None,
+    log_weight: Tensor | None = None,
 ) -> Tensor:
     """Ranking distillation (Tang & Wang, KDD 2018): the teacher's top-K as extra positives.
 
@@ -344,6 +386,8 @@ def ranking_distillation(
         weights: "static" or "dynamic".
         mu: sharpness of the dynamic weight (only for ``weights="dynamic"``).
         mask: optional boolean ``[B, C]``; masked items do not count in the student's rank.
+        log_weight: big catalogs only: how many catalog items each column of ``z_s`` stands
+            for in the student's rank (see :func:`dynamic_rank_weights`).
     """
     _check_scores(z_s, teacher_topk, "teacher_topk")
     mask = _check_mask(z_s, mask)
@@ -353,7 +397,7 @@ def ranking_distillation(
     if weights == "dynamic":
         if not mu > 0:
             raise ConfigError(f"The dynamic weight sharpness mu must be positive (got {mu}).")
-        w = w * dynamic_rank_weights(z_s, teacher_topk, mu=mu, mask=mask)
+        w = w * dynamic_rank_weights(z_s, teacher_topk, mu=mu, mask=mask, log_weight=log_weight)
         w = w / w.sum(dim=1, keepdim=True).clamp(min=torch.finfo(w.dtype).tiny)
     elif weights != "static":
         raise ConfigError(f"Ranking weights must be 'static' or 'dynamic' (got {weights!r}).")
@@ -424,23 +468,27 @@ def teacher_top_k(z_t: Tensor, k: int, mask: Tensor | None = None) -> Tensor:
     targets are *unobserved* items. Raises ConfigError if a row has fewer than ``k`` items
     left, since padding it with masked items would teach the wrong thing.
     """
-    z_t = z_t.detach()
+    return _masked_teacher(z_t.detach(), k, mask).topk(k, dim=1).indices
+
+
+def _masked_teacher(z_t: Tensor, k: int, mask: Tensor | None) -> Tensor:
+    """``z_t`` with masked items at -inf, once ``k`` is checked against what each row has."""
     n_items = z_t.shape[1]
     if not 1 <= k <= n_items:
         raise ConfigError(
             f"The teacher's top-K ({k}) must be between 1 and the number of scored items "
             f"({n_items}); lower top_k."
         )
-    if mask is not None:
-        mask = _check_mask(z_t, mask)
-        fewest = int((~mask).sum(dim=1).min())
-        if fewest < k:
-            raise ConfigError(
-                f"The teacher's top-K ({k}) is larger than the {fewest} items left for some "
-                "user once their own items are masked; lower top_k."
-            )
-        z_t = z_t.masked_fill(mask, float("-inf"))
-    return z_t.topk(k, dim=1).indices
+    if mask is None:
+        return z_t
+    mask = _check_mask(z_t, mask)
+    fewest = n_items - int(mask.sum(dim=1).max()) if len(mask) else n_items
+    if fewest < k:
+        raise ConfigError(
+            f"The teacher's top-K ({k}) is larger than the {fewest} items left for some "
+            "user once their own items are masked; lower top_k."
+        )
+    return z_t.masked_fill(mask, float("-inf"))
 
 
 def sample_items(
@@ -496,6 +544,7 @@ def sample_items(
 
 
 # ----------------------------------------------------------------------------- combiner
+
 
 @dataclass(frozen=True)
 class DistillConfig:
@@ -556,49 +605,90 @@ CombineFn = Callable[[Tensor, dict[str, Tensor], DistillConfig], Tensor]
 
 
 @dataclass(frozen=True)
+class Candidates:
+    """Big-catalog mode: the student's ``z_s`` ``[N, C]`` covers candidates, not the catalog.
+
+    Built by :func:`core.teacher_cache.candidate_rows` for a student trained with sampled or
+    chunked softmax. Columns: the teacher's K' kept items (best first, so the teacher's
+    top-K are columns ``0..K-1``), the row's positive, then the batch's M shared negatives.
+
+    log_weight: ``[N, C]`` or ``[1, C]``: log of how many catalog items each column stands
+                for in the student's partition and rank: 0 for an exact column (a teacher
+                item, the positive), ``-log(M q_j)`` for a sampled negative (its logQ
+                correction), so sums over the catalog are importance-sampling estimates.
+    negatives:  ``[N, M]`` the column indices of the sampled negatives.
+    """
+
+    log_weight: Tensor
+    negatives: Tensor
+
+
+@dataclass(frozen=True)
 class DistillMethod:
-    """One row of ``LOSSES``: what the method is, its terms, and how they make the total."""
+    """One row of ``LOSSES``: what the method is, its terms, and how they make the total.
+
+    ``sampled`` says what changes for a big-catalog student (:class:`Candidates`).
+    """
 
     description: str
     formula: str
     needs_teacher: bool
-    terms: TermFn  # (z_s, TeacherTargets, config, mask=, sampled=, generator=) -> {name: term}
+    # (z_s, TeacherTargets, config, mask=, sampled=, generator=, candidates=) -> {name: term}
+    terms: TermFn
     combine: CombineFn  # (task, terms, config) -> total loss
+    sampled: str = "nothing: no term reads the catalog."
 
 
-def _no_terms(z_s, t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
+def _no_terms(z_s, t, config, *, mask, sampled, generator, candidates) -> dict[str, Tensor]:
     return {}
 
 
-def _soft(z_s: Tensor, t: TeacherTargets, mask: Tensor | None) -> Tensor:
+def _soft(
+    z_s: Tensor, t: TeacherTargets, mask: Tensor | None, candidates: Candidates | None
+) -> Tensor:
+    if candidates is not None:
+        return soft_target_kl_topk(z_s, t, mask=mask, log_weight=candidates.log_weight)
     if t.scores is not None:
         return soft_target_kl(z_s, t.scores, t.temperature, mask=mask)
     return soft_target_kl_topk(z_s, t, mask=mask)
 
 
-def _soft_terms(z_s, t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
-    return {"soft": _soft(z_s, t, mask)}
+def _hard(z_s, t, config, mask, candidates) -> Tensor:
+    negatives = None if candidates is None else candidates.negatives
+    return hard_target_bce(z_s, t.first(config.top_k), negatives=negatives, mask=mask)
 
 
-def _hard_terms(z_s, t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
-    return {"hard": hard_target_bce(z_s, t.first(config.top_k), mask=mask)}
+def _soft_terms(z_s, t, config, *, mask, sampled, generator, candidates) -> dict[str, Tensor]:
+    return {"soft": _soft(z_s, t, mask, candidates)}
 
 
-def _combined_terms(z_s, t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
+def _hard_terms(z_s, t, config, *, mask, sampled, generator, candidates) -> dict[str, Tensor]:
+    return {"hard": _hard(z_s, t, config, mask, candidates)}
+
+
+def _combined_terms(z_s, t, config, *, mask, sampled, generator, candidates) -> dict[str, Tensor]:
     return {
-        "soft": _soft(z_s, t, mask),
-        "hard": hard_target_bce(z_s, t.first(config.top_k), mask=mask),
+        "soft": _soft(z_s, t, mask, candidates),
+        "hard": _hard(z_s, t, config, mask, candidates),
     }
 
 
-def _ranking_terms(z_s, t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
+def _ranking_terms(z_s, t, config, *, mask, sampled, generator, candidates) -> dict[str, Tensor]:
     mode = "dynamic" if config.dynamic else "static"
     topk = t.first(config.top_k)
-    return {"ranking": ranking_distillation(z_s, topk, config.lam, mode, mu=config.mu, mask=mask)}
+    log_weight = None if candidates is None else candidates.log_weight
+    return {
+        "ranking": ranking_distillation(
+            z_s, topk, config.lam, mode, mu=config.mu, mask=mask, log_weight=log_weight
+        )
+    }
 
 
-def _listwise_terms(z_s, t, config, *, mask, sampled, generator) -> dict[str, Tensor]:
+def _listwise_terms(z_s, t, config, *, mask, sampled, generator, candidates) -> dict[str, Tensor]:
     topk = t.first(config.top_k).to(z_s.device, torch.long)
+    if sampled is None and candidates is not None:
+        # The shared negatives were drawn i.i.d.: their first n_sampled are a random subset.
+        sampled = candidates.negatives[:, : config.n_sampled]
     if sampled is None:
         exclude = _membership(topk, z_s.shape[1])
         if mask is not None:
@@ -623,6 +713,11 @@ LOSSES: dict[str, DistillMethod] = {
         needs_teacher=True,
         terms=_soft_terms,
         combine=lambda task, terms, c: (1 - c.alpha) * task + c.alpha * terms["soft"],
+        sampled=(
+            "the KL over the teacher's top-K' items and one rest bin (as with the top-K "
+            "cache); the student's log-partition is estimated from its exact top-K' and "
+            "positive scores plus the sampled negatives with logQ correction."
+        ),
     ),
     Method.HARD: DistillMethod(
         description="Hard targets: the teacher's top-K as binary labels (BCE).",
@@ -630,6 +725,10 @@ LOSSES: dict[str, DistillMethod] = {
         needs_teacher=True,
         terms=_hard_terms,
         combine=lambda task, terms, c: task + c.beta * terms["hard"],
+        sampled=(
+            "label 0 goes to the batch's sampled negatives (minus accidental hits of the "
+            "teacher's items or the positive) instead of every other catalog item."
+        ),
     ),
     Method.COMBINED: DistillMethod(
         description="Soft and hard targets together.",
@@ -637,6 +736,7 @@ LOSSES: dict[str, DistillMethod] = {
         needs_teacher=True,
         terms=_combined_terms,
         combine=lambda task, terms, c: task + c.alpha * terms["soft"] + c.beta * terms["hard"],
+        sampled="the soft and hard terms change as in their own rows.",
     ),
     Method.RANKING: DistillMethod(
         description="Ranking distillation (Tang & Wang 2018): teacher top-K as extra positives.",
@@ -644,6 +744,11 @@ LOSSES: dict[str, DistillMethod] = {
         needs_teacher=True,
         terms=_ranking_terms,
         combine=lambda task, terms, c: task + c.weight * terms["ranking"],
+        sampled=(
+            "static weights: nothing; dynamic weights: the student's rank of each teacher "
+            "item is estimated from the candidates, a sampled negative counting 1/(M q_j) "
+            "catalog items (the authors' own sampled estimate)."
+        ),
     ),
     Method.LISTWISE: DistillMethod(
         description="Listwise (DE-RRD 2020): Plackett-Luce likelihood of the teacher's top-K order.",
@@ -651,6 +756,10 @@ LOSSES: dict[str, DistillMethod] = {
         needs_teacher=True,
         terms=_listwise_terms,
         combine=lambda task, terms, c: task + c.weight * terms["listwise"],
+        sampled=(
+            "the n_sampled uninteresting items are the first n_sampled of the batch's shared "
+            "negatives (drawn from the proposal q, not uniformly), accidental hits dropped."
+        ),
     ),
 }
 assert tuple(LOSSES) == tuple(Method)
@@ -665,6 +774,7 @@ def distillation_loss(
     mask: Tensor | None = None,
     sampled: Tensor | None = None,
     generator: torch.Generator | None = None,
+    candidates: Candidates | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Total training loss of a student and each of its named terms, for logging.
 
@@ -696,6 +806,10 @@ def distillation_loss(
             items are drawn uniformly (``sample_items`` with ``generator``), excluding the
             teacher's top-K and the masked items.
         generator: random generator for that draw.
+        candidates: big-catalog mode (see :class:`Candidates` and each ``LOSSES`` row's
+            ``sampled`` field): ``z_s`` holds candidate scores, ``z_t`` must be the
+            :class:`TeacherTargets` whose ``topk`` are candidate *columns*, ``mask`` marks
+            masked or duplicate columns.
 
     Returns:
         ``(total, terms)``; ``terms`` holds ``"task"``, each method's unweighted term(s)
@@ -706,6 +820,8 @@ def distillation_loss(
     if method.needs_teacher:
         if z_t is None:
             raise ConfigError(f"Distillation method {config.method!r} needs the teacher's scores.")
+        if isinstance(z_t, Tensor) and candidates is not None:
+            raise ValueError("With candidates, pass the teacher as TeacherTargets over columns.")
         if isinstance(z_t, Tensor):
             if z_t.shape != z_s.shape:
                 raise ValueError(
@@ -717,7 +833,9 @@ def distillation_loss(
             k = 1 if config.method == Method.SOFT else config.top_k
             z_t = TeacherTargets.from_scores(z_t, k, config.temperature, mask=mask)
     mask = _check_mask(z_s, mask)
-    terms = method.terms(z_s, z_t, config, mask=mask, sampled=sampled, generator=generator)
+    terms = method.terms(
+        z_s, z_t, config, mask=mask, sampled=sampled, generator=generator, candidates=candidates
+    )
     total = method.combine(task_loss, terms, config)
     named = {"task": task_loss, **terms, "total": total}
     # One device sync for all logged values rather than one per term.

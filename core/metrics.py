@@ -29,6 +29,11 @@ when the item at rank ``r`` (1-based) is in ``T``):
   when they have no tail targets. Micro, because most users hold out at most one item and
   a per-user average would be dominated by users with no tail target at all.
 
+Memory: users are scored in batches of at most ``batch_size`` and at most
+``SCORE_BUDGET_BYTES`` of float32 scores (:func:`eval_batch_size`): 512 users for a
+3,000-item catalog, 33 at a million items, so one batch's ``[users, n_items]`` matrix (and
+the few same-sized copies the mask and top-K make) stays bounded whatever the catalog.
+
 Per-user metrics are averaged over users. Users are also sliced by training activity
 (``data.user_activity``): "cold" (<= 5 training interactions), "heavy" (not cold and
 activity >= the 90th percentile of the evaluated users' activity), "warm" (the rest).
@@ -64,6 +69,14 @@ COLD_MAX_ACTIVITY = 5
 HEAVY_PERCENTILE = 90.0
 # Marks an empty top-K slot (fewer eligible items than K).
 NO_ITEM = -1
+# float32 scores of one evaluation batch: ranking makes about three more same-sized
+# tensors (NaN and history masks, the masked copy), so a batch peaks near 0.5 GB.
+SCORE_BUDGET_BYTES = 128 * 2**20
+
+
+def eval_batch_size(batch_size: int, n_items: int) -> int:
+    """Users per evaluation batch: ``batch_size``, fewer when their scores pass the budget."""
+    return max(1, min(int(batch_size), SCORE_BUDGET_BYTES // (4 * max(1, n_items))))
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,6 +194,7 @@ def _iter_topk(
     """
     n_items = data.n_items
     k_eff = min(k, n_items)
+    batch_size = eval_batch_size(batch_size, n_items)
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
         with torch.no_grad():

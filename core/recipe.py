@@ -22,6 +22,20 @@ NDCG@10 only (``bench/recipe.py``), never on test.
   share of the teacher's parameters (item tables dominate, so width is the size knob).
 - MF (when a log has no sequential signal: median history < 3) uses weight decay instead
   of dropout.
+- SASRec's task loss is the full softmax while one batch's logits fit
+  ``FULL_SOFTMAX_BUDGET_BYTES``: ``batch x max_len x items x 4 bytes`` of float32 logits
+  (batch = the users in a batch, at most all of them),
+  times ``SOFTMAX_COPIES`` = 4 for the backward pass (the logits, the log-probabilities
+  cross-entropy saves, and the two gradients: measured, peak RSS of one forward and
+  backward is 4.0x the logits). The budget, 4 GiB, is a quarter of a 16 GB machine that
+  also holds the app, the data and a second run; every catalog up to 5,242 items stays
+  exact at the largest batch (256) and window (200) the recipe ever picks, so small shops
+  such as the demo (3,000 items) keep the full softmax. Past it, sampled softmax with
+  ``SAMPLED_NEGATIVES`` = 1,024 shared negatives and logQ correction: more negatives mean
+  a less biased estimate of the partition, and 1,024 is where their ``[rows, M]`` logits
+  (0.8 GB with the backward at 256 x 200 rows) still take a fifth of the budget, whatever
+  the catalog. The distilled student then learns from the teacher's top-K on sampled
+  candidates (core.distill, ``LOSSES[...].sampled``).
 """
 
 from __future__ import annotations
@@ -40,6 +54,16 @@ from core.train import TrainConfig
 
 # The student sizes a sweep offers, as shares of the teacher's parameters.
 SIZE_FRACTIONS = (0.01, 0.03, 0.10, 0.25)
+# The full softmax while one batch's logits and their backward fit (see the docstring).
+FULL_SOFTMAX_BUDGET_BYTES = 4 * 2**30
+SOFTMAX_COPIES = 4
+SAMPLED_NEGATIVES = 1024
+
+
+def full_softmax_bytes(batch_size: int, max_len: int, items: int) -> int:
+    """Peak bytes of one batch's full-catalog logits, forward and backward (an upper bound:
+    a user shorter than ``max_len`` has fewer rows)."""
+    return batch_size * max_len * items * 4 * SOFTMAX_COPIES
 
 
 @dataclass(frozen=True)
@@ -171,6 +195,16 @@ def recipe(profile: DataProfile, *, student_fraction: float = 0.10, seed: int = 
         min_epochs=10,
         seed=seed,
     )
+    if teacher.family == Family.SASREC:
+        rows_users = min(train.batch_size, max(1, profile.users))
+        need = full_softmax_bytes(rows_users, max_len, profile.items)
+        if need > FULL_SOFTMAX_BUDGET_BYTES:
+            train = replace(train, loss="sampled", softmax_negatives=SAMPLED_NEGATIVES)
+            reasons.append(
+                f"{profile.items:,} items: full-catalog logits and their gradients would need "
+                f"{need / 1e9:,.0f} GB per batch; training uses sampled softmax with "
+                f"{SAMPLED_NEGATIVES:,} negatives and logQ correction."
+            )
     width = student_width(teacher, profile.users, profile.items, student_fraction)
     # A narrow model tolerates (and needs) a larger step: at the teacher's rate a 10% student
     # was still climbing after 35 epochs on the demo shop.

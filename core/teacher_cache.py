@@ -10,7 +10,13 @@ batch then slices its rows. What is kept depends on a memory budget:
   term, top-K taken per batch);
 - ``topk``: otherwise the teacher's top-K' items and scores plus the log-partition at the
   distillation temperature (:class:`core.distill.TeacherTargets`): enough for every term,
-  the soft one as a KL over the top-K' items and one "rest" bin.
+  the soft one as a KL over the top-K' items and one "rest" bin. Always this form for a
+  student trained with sampled or chunked softmax (big catalogs), which never scores the
+  whole catalog: :func:`candidate_rows` then scores it on the teacher's top-K' items, its
+  positive and the batch's shared negatives only.
+
+The teacher is run over the catalog in pieces of at most ``SCORE_CHUNK_BYTES`` of scores,
+so building the cache of a million-item catalog never holds more than a few rows at once.
 
 The teacher scores *exactly the student's prefixes*: for a sequence student, the prefix at
 each position of the student's own window. When the teacher's ``max_len`` covers the
@@ -34,7 +40,7 @@ import numpy as np
 import torch
 
 from core.dataset import InteractionData
-from core.distill import DistillConfig, TeacherTargets
+from core.distill import Candidates, DistillConfig, TeacherTargets
 from core.enums import Method
 from core.models import Batch, Recommender, StepOutput
 from core.ranking import history_mask
@@ -46,6 +52,10 @@ DEFAULT_BUDGET_BYTES = 512 * 2**20
 # its best 128 items is small, and it still counts, as the "rest" bin.
 SOFT_TOP_K = 128
 _CHUNK_ROWS = 4096
+# Teacher scores held at once while building: 4096 rows of a 3,000-item catalog (the old
+# fixed chunk, unchanged for small catalogs), 16 rows at a million items. The top-K and
+# log-partition of a chunk make about three more copies of it.
+SCORE_CHUNK_BYTES = 64 * 2**20
 
 
 def prefix_mask(context: torch.Tensor, positions: torch.Tensor, n_items: int) -> torch.Tensor:
@@ -70,7 +80,7 @@ def distill_mask(
         return None
     if step.positions is not None:
         return prefix_mask(batch.context, step.positions, n_items)
-    return history_mask(data, step.row_users, "train", step.rows.device)
+    return history_mask(data, step.row_users, "train", step.row_users.device)
 
 
 def _method_uses_soft(method: str) -> bool:
@@ -88,7 +98,9 @@ class TeacherCache:
         config: DistillConfig,
         *,
         budget_bytes: int = DEFAULT_BUDGET_BYTES,
+        full_scores: bool = True,
     ):
+        """``full_scores=False``: always the top-K form (a sampled-softmax student)."""
         self.teacher, self.data, self.config = teacher, data, config
         self.n_items = data.n_items
         self.device = student.device
@@ -106,11 +118,12 @@ class TeacherCache:
         else:
             self.n_rows = data.n_users
         full_bytes = self.n_rows * self.n_items * 4
-        self.mode = "full" if full_bytes <= budget_bytes else "topk"
-        self.k = min(
-            self.n_items,
-            max(config.top_k, SOFT_TOP_K if _method_uses_soft(config.method) else 0),
-        )
+        self.mode = "full" if full_scores and full_bytes <= budget_bytes else "topk"
+        # The soft term's extra items stop where some row would run out of unmasked items
+        # (a catalog not much bigger than a history); the top_k the user asked for never does.
+        soft_k = SOFT_TOP_K if _method_uses_soft(config.method) else 0
+        soft_k = min(soft_k, self.n_items - self._most_masked())
+        self.k = min(self.n_items, max(config.top_k, soft_k))
         started = time.perf_counter()
         self._build()
         self.seconds = time.perf_counter() - started
@@ -118,12 +131,30 @@ class TeacherCache:
             f"The teacher's outputs on {self.n_rows:,} training rows were computed once, in "
             f"{self.seconds:.1f} s."
         )
-        if self.mode == "topk":
+        if self.mode == "topk" and not full_scores:
+            self.note += (
+                " The student trains on sampled candidates, not the whole catalog, so it "
+                f"learns from the teacher's top {self.k} items and log-partition per row."
+            )
+        elif self.mode == "topk":
             self.note += (
                 f" Its full scores ({full_bytes / 2**30:.1f} GB) exceed the "
                 f"{budget_bytes / 2**20:.0f} MB cache budget, so the student learns from the "
                 f"teacher's top {self.k} items and log-partition per row."
             )
+
+    def _most_masked(self) -> int:
+        """The most items any row's distillation mask removes (0 when nothing is masked)."""
+        if not self.data.masks_history:
+            return 0
+        if not self.per_position:
+            return int(np.diff(self.data.train_matrix.indptr).max(initial=0))
+        # A window's last prefix is the whole window: its distinct items bound every row's.
+        tokens = np.sort(self.inputs.numpy(), axis=1)
+        if tokens.size == 0:
+            return 0
+        distinct = (tokens[:, 1:] != tokens[:, :-1]) & (tokens[:, 1:] > 0)
+        return int((distinct.sum(axis=1) + (tokens[:, 0] > 0)).max())
 
     # ------------------------------------------------------------------ building
     @torch.no_grad()
@@ -151,13 +182,10 @@ class TeacherCache:
     def _build(self) -> None:
         was_training = self.teacher.training
         self.teacher.eval()
-        n_units = len(self.inputs) if self.per_position else self.n_rows
-        width = self.inputs.shape[1] if self.per_position else 1
-        step = max(1, _CHUNK_ROWS // width)
         parts: list[tuple[torch.Tensor, ...]] = []
         try:
-            for lo in range(0, n_units, step):
-                scores, mask = self._teacher_rows(lo, min(n_units, lo + step))
+            for lo, hi in self._chunks():
+                scores, mask = self._teacher_rows(lo, hi)
                 if self.mode == "full":
                     parts.append((scores.float(),))
                 else:
@@ -172,6 +200,24 @@ class TeacherCache:
             self.scores = joined[0] if joined else torch.zeros(0, self.n_items)
         else:
             self.topk, self.topk_scores, self.log_partition = joined
+
+    def _chunks(self) -> list[tuple[int, int]]:
+        """``(lo, hi)`` windows (sequence student) or users per teacher pass.
+
+        A pass scores at most about ``rows`` training rows (a window adds its own steps; one
+        window longer than that goes alone), so the catalog is read once per ``rows`` rows
+        and a chunk's scores stay near ``SCORE_CHUNK_BYTES``.
+        """
+        rows = min(_CHUNK_ROWS, max(1, SCORE_CHUNK_BYTES // (4 * max(1, self.n_items))))
+        if not self.per_position:
+            return [(lo, min(self.n_rows, lo + rows)) for lo in range(0, self.n_rows, rows)]
+        steps = (self.inputs.shape[1] - self.first_col).cpu().numpy()
+        if not len(steps):
+            return []
+        chunk_of = np.maximum(np.cumsum(steps) - 1, 0) // rows  # by each window's last row
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(chunk_of)) + 1])
+        ends = np.concatenate([starts[1:], [len(steps)]])
+        return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
     # ------------------------------------------------------------------ lookup
     def row_index(self, batch: Batch, step: StepOutput) -> torch.Tensor:
@@ -197,6 +243,95 @@ class TeacherCache:
         )
 
 
+def prefix_items(context: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``[N, L]`` 0-based items of each selected position's prefix (row-major); -1 = none."""
+    rows, cols = positions.nonzero(as_tuple=True)
+    length = context.shape[1]
+    keep = torch.arange(length, device=context.device)[None, :] <= cols[:, None]
+    return context[rows] * keep - 1
+
+
+def drawn_in(items: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """Bool ``[N, M]``: True where ``items[j]`` (``[M]``) appears in row ``n`` of ``query``.
+
+    Sorts the M items once and marks, per row, the range each query value occupies in that
+    order (a difference array): ``[N, M]`` memory, never ``[N, M, X]``.
+    """
+    n_rows, m = query.shape[0], items.shape[0]
+    ordered, order = items.sort()
+    query = query.contiguous()
+    lo = torch.searchsorted(ordered, query)
+    hi = torch.searchsorted(ordered, query, right=True)
+    ones = torch.ones_like(lo, dtype=torch.int32)
+    delta = torch.zeros(n_rows, m + 1, dtype=torch.int32, device=items.device)
+    delta.scatter_add_(1, lo, ones).scatter_add_(1, hi, -ones)
+    hit = torch.empty(n_rows, m, dtype=torch.bool, device=items.device)
+    hit[:, order] = delta.cumsum(dim=1)[:, :m] > 0
+    return hit
+
+
+def candidate_rows(
+    student: Recommender,
+    batch: Batch,
+    step: StepOutput,
+    targets: TeacherTargets,
+    masks_history: bool,
+) -> tuple[torch.Tensor, torch.Tensor, TeacherTargets, Candidates]:
+    """A big-catalog student's scores on its distillation candidates, with what they mean.
+
+    For each row: the teacher's K' kept items (best first), the row's positive, and the
+    batch's M shared negatives (``batch.softmax.items``). Masked columns: a positive or
+    negative that repeats one of the teacher's items or the positive (an accidental hit),
+    and, when the dataset masks history (as :func:`distill_mask` does), any item of the
+    row's prefix; the teacher's items were chosen outside the prefix already.
+
+    Returns ``(scores [N, K'+1+M], mask [N, K'+1+M], targets over columns, candidates)``.
+    """
+    if step.states is None or step.targets is None or batch.softmax is None:
+        raise ValueError("Candidate rows need a sampled or chunked step (states, targets).")
+    if batch.softmax.items is None:
+        raise ValueError("Candidate rows need the batch's shared negatives.")
+    states, positive = step.states, step.targets
+    device = states.device
+    teacher_items = targets.topk.to(device, torch.long)  # [N, K']
+    negatives = batch.softmax.items.to(device)  # [M]
+    n_rows, k = teacher_items.shape
+    m = negatives.shape[0]
+    negative_scores = step.sampled_scores
+    if negative_scores is None:
+        negative_scores = student.candidate_scores(states, negatives.expand(n_rows, m))
+    scores = torch.cat(
+        [
+            student.candidate_scores(states, teacher_items),
+            student.candidate_scores(states, positive[:, None]),
+            negative_scores,
+        ],
+        dim=1,
+    )
+    if masks_history and step.positions is not None:
+        prefix = prefix_items(batch.context, step.positions)
+    else:
+        prefix = positive.new_full((n_rows, 0), -1)
+    known = torch.cat([teacher_items, prefix], dim=1)
+    positive_out = (known == positive[:, None]).any(dim=1, keepdim=True)
+    negative_out = drawn_in(negatives, torch.cat([known, positive[:, None]], dim=1))
+    mask = torch.cat(
+        [torch.zeros(n_rows, k, dtype=torch.bool, device=device), positive_out, negative_out],
+        dim=1,
+    )
+    log_expected = batch.softmax.log_expected.to(device, scores.dtype)
+    log_weight = torch.cat([log_expected.new_zeros(k + 1), -log_expected])[None, :]
+    columns = torch.arange(k, device=device).expand(n_rows, k)
+    negative_columns = (k + 1 + torch.arange(m, device=device)).expand(n_rows, m)
+    over_columns = TeacherTargets(
+        columns,
+        targets.topk_scores.to(device),
+        targets.log_partition.to(device),
+        targets.temperature,
+    )
+    return scores, mask, over_columns, Candidates(log_weight, negative_columns)
+
+
 def context_positions(context: torch.Tensor, first_col: torch.Tensor) -> torch.Tensor:
     """Bool ``[W, L]``: the positions of each window that are training rows (col >= first)."""
     cols = torch.arange(context.shape[1], device=context.device)
@@ -216,7 +351,7 @@ def teacher_prefix_scores(
     length = context.shape[1]
     t_len = teacher.config.max_len
     if t_len >= length:
-        return teacher.position_scores(context)[positions]
+        return teacher.position_scores(context, positions)
     rows, cols = positions.nonzero(as_tuple=True)
     offsets = cols[:, None] - t_len + 1 + torch.arange(t_len, device=context.device)[None, :]
     windows = context[rows[:, None], offsets.clamp_min(0)] * (offsets >= 0)

@@ -3,7 +3,9 @@
 Reads top to bottom: seed -> batches -> task loss (+ distillation terms against a frozen
 teacher) -> Adam step -> validation NDCG@10 -> early stopping that restores the best weights.
 Progress goes out through a callback and cancellation comes in through a threading.Event,
-so the loop knows nothing about Streamlit or the database.
+so the loop knows nothing about Streamlit or the database. One batch's loss is an
+:class:`Objective`: the task loss over the catalog (full, sampled or chunked softmax, see
+:mod:`core.models.softmax`) plus the distillation terms against the teacher's cached outputs.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -24,10 +26,14 @@ from core.distill import DistillConfig, distillation_loss
 from core.enums import Method
 from core.errors import ConfigError, TrainingCancelled, TrainingDiverged
 from core.metrics import evaluate
-from core.models import Recommender
-from core.teacher_cache import DEFAULT_BUDGET_BYTES, TeacherCache, distill_mask
+from core.models import Batch, Recommender
+from core.models.softmax import LOSS_MODES, PROPOSALS, NegativeSampler, SoftmaxLoss
+from core.teacher_cache import DEFAULT_BUDGET_BYTES, TeacherCache, candidate_rows, distill_mask
 
 MAX_LR = 10.0
+# More shared negatives than this cost more than a chunked exact loss would on any catalog
+# where sampling is worth it, and [rows, M] logits start to rival the full ones.
+MAX_SOFTMAX_NEGATIVES = 65_536
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,14 @@ class TrainConfig:
                 model (the best epoch's weights are restored either way).
     teacher_cache_mb: memory budget of the teacher's precomputed outputs (core.teacher_cache).
     device:     "auto" (CUDA when present), "cpu" or "cuda".
+    loss:       how SASRec's next-item softmax covers the catalog: "full" (exact, one
+                [rows, n_items] logit matrix per batch), "sampled" (sampled softmax with logQ
+                correction: big catalogs) or "chunked" (exact, streamed over catalog chunks).
+                The recipe picks it from the catalog size; other families keep their own
+                loss (BPR for MF, full softmax for two-tower).
+    softmax_negatives: M, items drawn per batch and shared by every row in "sampled" mode
+                (and for a distilled student's candidates in "chunked" mode).
+    softmax_proposal: q of those draws: "popularity" ((count + 1)^0.75) or "uniform".
     """
 
     epochs: int = 30
@@ -54,6 +68,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     teacher_cache_mb: int = DEFAULT_BUDGET_BYTES // 2**20
+    loss: str = "full"
+    softmax_negatives: int = 1024
+    softmax_proposal: str = "popularity"
 
     def validate(self) -> TrainConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.negatives < 1:
@@ -77,6 +94,22 @@ class TrainConfig:
         if self.teacher_cache_mb < 1:
             raise ConfigError(
                 f"teacher_cache_mb must be at least 1 (MB); got {self.teacher_cache_mb}."
+            )
+        if self.loss not in LOSS_MODES:
+            raise ConfigError(f"loss must be one of {', '.join(LOSS_MODES)}; got {self.loss!r}.")
+        negatives = self.softmax_negatives
+        if (
+            isinstance(negatives, bool)
+            or not isinstance(negatives, int)
+            or not 1 <= negatives <= MAX_SOFTMAX_NEGATIVES
+        ):
+            raise ConfigError(
+                f"softmax_negatives must be an integer from 1 to {MAX_SOFTMAX_NEGATIVES:,}; "
+                f"got {negatives!r}."
+            )
+        if self.softmax_proposal not in PROPOSALS:
+            raise ConfigError(
+                f"softmax_proposal must be {' or '.join(PROPOSALS)}; got {self.softmax_proposal!r}."
             )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"Device must be auto, cpu or cuda; got {self.device!r}.")
@@ -124,6 +157,108 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+class Objective:
+    """One batch's training loss for ``model``: task loss, plus distillation for a student.
+
+    Built once per run. The task loss covers the catalog as ``config.loss`` says (for models
+    that offer it: ``Recommender.softmax_modes``); sampled negatives come from their own
+    seeded generator, so a full-softmax run draws exactly what it drew before they existed.
+    With a teacher, the teacher's outputs are computed once (:class:`TeacherCache`); a
+    student that never scores the whole catalog is distilled on candidates
+    (:func:`core.teacher_cache.candidate_rows`).
+    """
+
+    def __init__(
+        self,
+        model: Recommender,
+        data: InteractionData,
+        config: TrainConfig,
+        *,
+        teacher: Recommender | None = None,
+        distill: DistillConfig | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        self.model, self.data = model, data
+        self.distill = distill or DistillConfig(method=Method.NONE)
+        self.generator = generator  # the distillation terms' own draws (listwise)
+        self.notes: list[str] = []
+        distilling = teacher is not None and self.distill.method != Method.NONE
+        self.mode = config.loss if config.loss in model.softmax_modes else "full"
+        if config.loss != self.mode:
+            self.notes.append(
+                f"The {model.family} model trains with its own loss; the {config.loss} "
+                "softmax setting applies to SASRec."
+            )
+        self.sampler = None
+        if self.mode == "sampled" or (self.mode == "chunked" and distilling):
+            self.sampler = NegativeSampler(
+                data.item_popularity,
+                config.softmax_negatives,
+                config.softmax_proposal,
+                torch.Generator(device="cpu").manual_seed(config.seed),
+            )
+        if self.mode == "sampled":
+            self.notes.append(
+                f"Task loss: sampled softmax over {config.softmax_negatives:,} shared negatives "
+                f"per batch ({config.softmax_proposal} proposal) with logQ correction."
+            )
+        elif self.mode == "chunked":
+            self.notes.append("Task loss: exact softmax, computed over catalog chunks.")
+        self.cache = None
+        if distilling:
+            teacher.to(model.device).eval().requires_grad_(False)
+            # The frozen teacher's outputs never change: score every training row once.
+            self.cache = TeacherCache(
+                teacher,
+                model,
+                data,
+                self.distill,
+                budget_bytes=config.teacher_cache_mb * 2**20,
+                full_scores=self.mode == "full",
+            )
+            if self.cache.note:
+                self.notes.append(self.cache.note)
+
+    def softmax(self) -> SoftmaxLoss | None:
+        """This batch's softmax setting (None: the full softmax, as before it existed)."""
+        if self.mode == "full":
+            return None
+        if self.sampler is None:
+            return SoftmaxLoss(self.mode)
+        return self.sampler.softmax_loss(self.mode)
+
+    def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """``(loss, terms)`` of one batch already on the model's device."""
+        softmax = self.softmax()
+        if softmax is not None:
+            batch = replace(batch, softmax=softmax.to(batch.context.device))
+        step = self.model.training_step(batch)
+        if self.cache is None:
+            return step.task_loss, {"task": float(step.task_loss.detach())}
+        if step.rows is not None:
+            mask = distill_mask(self.data, batch, step, self.data.n_items)
+            return distillation_loss(
+                step.task_loss,
+                step.rows,
+                self.cache.targets(batch, step, mask),
+                self.distill,
+                mask=mask,
+                generator=self.generator,
+            )
+        scores, mask, targets, candidates = candidate_rows(
+            self.model, batch, step, self.cache.targets(batch, step, None), self.data.masks_history
+        )
+        return distillation_loss(
+            step.task_loss,
+            scores,
+            targets,
+            self.distill,
+            mask=mask,
+            generator=self.generator,
+            candidates=candidates,
+        )
+
+
 def validation_metrics(model: Recommender, data: InteractionData) -> dict[str, float]:
     result = evaluate(lambda u: model.score_users(data, u, "valid"), data, "valid", ks=(10,))
     return {"ndcg@10": result.metrics["ndcg@10"], "recall@10": result.metrics["recall@10"]}
@@ -161,15 +296,10 @@ def train_model(
             progress(report)
         return TrainResult(1, val["ndcg@10"], 1, seconds, False, (report,))
 
-    cache = None
-    notes: list[str] = []
-    if teacher is not None and distill.method != Method.NONE:
-        teacher.to(device).eval().requires_grad_(False)
-        # The frozen teacher's outputs never change: score every training row once.
-        budget = config.teacher_cache_mb * 2**20
-        cache = TeacherCache(teacher, model, data, distill, budget_bytes=budget)
-        if cache.note:
-            notes.append(cache.note)
+    objective = Objective(
+        model, data, config, teacher=teacher, distill=distill, generator=sample_gen
+    )
+    notes = objective.notes
 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     best_ndcg, best_epoch, best_state = -1.0, 0, None
@@ -183,20 +313,7 @@ def train_model(
         for batch in model.task_batches(data, config.batch_size, config.negatives, rng):
             if cancel is not None and cancel.is_set():
                 raise TrainingCancelled(f"Cancelled by the user during epoch {epoch}.")
-            batch = batch.to(device)
-            step = model.training_step(batch)
-            if cache is None:
-                loss, terms = step.task_loss, {"task": float(step.task_loss.detach())}
-            else:
-                mask = distill_mask(data, batch, step, data.n_items)
-                loss, terms = distillation_loss(
-                    step.task_loss,
-                    step.rows,
-                    cache.targets(batch, step, mask),
-                    distill,
-                    mask=mask,
-                    generator=sample_gen,
-                )
+            loss, terms = objective(batch.to(device))
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"The loss became {float(loss.detach())} in epoch {epoch}, batch {n_batches + 1}; "

@@ -494,3 +494,54 @@ def test_soft_keeps_the_task_loss_by_default():
     expected = (1 - config.alpha) * 3.0 + config.alpha * terms["soft"]
     assert float(total.detach()) == pytest.approx(expected)
     assert terms["task"] == 3.0 and float(total.detach()) > config.alpha * terms["soft"]
+
+
+# ----------------------------------------------------------------- big catalogs (candidates)
+
+
+def test_losses_table_says_what_changes_in_sampled_mode():
+    for name, method in LOSSES.items():
+        if method.needs_teacher:
+            assert "nothing: no term" not in method.sampled, name
+            assert method.sampled.endswith("."), name
+
+
+def test_unit_log_weights_change_nothing():
+    from core.distill import TeacherTargets, soft_target_kl_topk
+
+    z_s, z_t, mask = _inputs()
+    zeros = torch.zeros(1, z_s.shape[1], dtype=z_s.dtype)
+    targets = TeacherTargets.from_scores(z_t, 5, 2.0, mask=mask)
+    kept = TeacherTargets(targets.topk, targets.topk_scores, targets.log_partition, 2.0)
+    plain = soft_target_kl_topk(z_s, kept, mask=mask)
+    weighted = soft_target_kl_topk(z_s, kept, mask=mask, log_weight=zeros)
+    assert weighted.item() == pytest.approx(plain.item(), rel=1e-12)
+    topk = targets.topk
+    assert torch.allclose(
+        dynamic_rank_weights(z_s, topk, 0.3, mask=mask),
+        dynamic_rank_weights(z_s, topk, 0.3, mask=mask, log_weight=zeros),
+    )
+
+
+def test_weighted_rank_by_hand():
+    # Column 3 is a sampled item standing for 4 catalog items (log_weight = log 4); the
+    # teacher's item (column 0, score 1) has columns 1 (2.0) and 3 (5.0) above it:
+    # rank = 1 + 1 + 4 = 6; its teacher rank is 1, so w = tanh(mu * 5).
+    z_s = t([1.0, 2.0, 0.0, 5.0])
+    log_weight = t([0.0, 0.0, 0.0, math.log(4)])
+    w = dynamic_rank_weights(z_s, idx([0]), mu=0.1, log_weight=log_weight)
+    assert w.item() == pytest.approx(math.tanh(0.5), rel=1e-12)
+
+
+def test_soft_partition_estimate_by_hand():
+    # Candidates: teacher item (col 0, exact), one sampled item (col 1) standing for 3
+    # catalog items. Student log Z = log(e^1 + 3 e^0); p_s(item) = e / (e + 3).
+    from core.distill import TeacherTargets, soft_target_kl_topk
+
+    z_s = t([1.0, 0.0])
+    pt = 0.7  # the teacher's probability of its top item, through its log-partition
+    targets = TeacherTargets(idx([0]), t([math.log(pt)]).reshape(1, 1), t([0.0]).reshape(1), 1.0)
+    got = soft_target_kl_topk(z_s, targets, log_weight=t([0.0, math.log(3)]))
+    ps = math.e / (math.e + 3)
+    expected = pt * math.log(pt / ps) + (1 - pt) * math.log((1 - pt) / (1 - ps))
+    assert got.item() == pytest.approx(expected, rel=1e-9)

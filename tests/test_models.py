@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from core.errors import ConfigError
-from core.models import MODELS, ModelConfig, build_model, load_model
+from core.models import MODELS, ModelConfig, build_model, count_parameters, load_model
+from core.models.softmax import SoftmaxLoss
 from core.train import TrainConfig, train_model
 from tests.factories import checkerboard
 
@@ -140,3 +141,35 @@ def test_training_leaves_the_shared_dataset_untouched():
     assert batches
     assert not {k for k in set(vars(data)) - before if "sasrec" in k or "window" in k}
     assert model.training_windows(data)[0] is model.training_windows(data)[0]  # cached
+
+
+@pytest.mark.parametrize("family", sorted(MODELS))
+def test_count_parameters_matches_a_real_build(family):
+    config = ModelConfig(family=family, dim=6, hidden=10, layers=2, heads=2, max_len=4)
+    for users, items in [(1, 1), (5, 40), (300, 7)]:
+        real = build_model(config, users, items).num_parameters()
+        assert count_parameters(config, users, items) == real
+
+
+def test_sasrec_big_catalog_steps_return_states_not_catalog_rows(data):
+    torch.manual_seed(0)
+    model = build_model(SMALL["sasrec"], data.n_users, data.n_items)
+    batch = next(model.task_batches(data, 8, 1, np.random.default_rng(0)))
+    full = model.training_step(batch)
+    assert full.rows.shape[1] == data.n_items and full.states is None
+    drawn = torch.tensor([0, 3, 3, 7])
+    for mode in ("sampled", "chunked"):
+        batch.softmax = SoftmaxLoss(mode, drawn, torch.zeros(4))
+        step = model.training_step(batch)
+        assert step.rows is None and step.states.shape == (len(full.rows), 16)
+        assert step.sampled_scores.shape == (len(full.rows), 4)
+        assert torch.equal(step.targets, batch.targets[step.positions] - 1)
+        # The candidates' scores are the rows' scores of those items.
+        assert torch.allclose(
+            model.candidate_scores(step.states, drawn.expand(len(step.states), 4)),
+            full.rows[:, drawn],
+            atol=1e-5,
+        )
+    batch.softmax = SoftmaxLoss("chunked")
+    chunked = model.training_step(batch).task_loss
+    assert chunked.item() == pytest.approx(full.task_loss.item(), abs=1e-5)

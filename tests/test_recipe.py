@@ -7,7 +7,13 @@ import pytest
 from core.enums import Family
 from core.errors import ConfigError
 from core.models import count_parameters
-from core.recipe import DataProfile, recipe, student_width
+from core.recipe import (
+    FULL_SOFTMAX_BUDGET_BYTES,
+    DataProfile,
+    full_softmax_bytes,
+    recipe,
+    student_width,
+)
 
 
 def profile(**changes) -> DataProfile:
@@ -75,3 +81,21 @@ def test_generated_shapes_differ_from_the_demo_and_are_deterministic():
     assert data.repeat_share > 0.3 and not data.masks_history
     with pytest.raises(ConfigError, match="shape"):
         generate_shape("tiny", 1.0)
+
+
+def test_small_catalogs_keep_the_full_softmax_and_big_ones_sample():
+    # The demo shop (3,000 items) stays exact even at the recipe's largest batch and window.
+    for changes in ({}, {"interactions": 3_000_000, "p90_history": 900.0}):
+        plan = recipe(profile(**changes))
+        assert plan.teacher_train.loss == plan.student_train.loss == "full"
+        assert not any("sampled softmax" in r for r in plan.reasons)
+    assert full_softmax_bytes(256, 200, 3000) <= FULL_SOFTMAX_BUDGET_BYTES
+    big = recipe(profile(items=3_000_000, interactions=6_000_000))
+    assert big.teacher_train.loss == big.student_train.loss == "sampled"
+    assert big.teacher_train.softmax_negatives == 1024
+    reason = next(r for r in big.reasons if "sampled softmax" in r)
+    assert reason.startswith("3,000,000 items: full-catalog logits")
+    assert "GB per batch" in reason and "1,024 negatives and logQ correction" in reason
+    # MF trains with BPR (already sampled): no softmax to change.
+    short = recipe(profile(items=3_000_000, median_history=2.0))
+    assert short.teacher_train.loss == "full"

@@ -182,3 +182,35 @@ def test_distilled_training_never_runs_the_teacher_inside_an_epoch() -> None:
         )
         calls_per_build.append(calls["n"])
     assert calls_per_build[0] == calls_per_build[1] > 0  # 3 epochs cost what 1 does
+
+
+def test_small_chunks_build_the_same_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks are cut by training rows (a million-item catalog holds 16 rows at once); the
+    cache must not depend on where the cuts fall."""
+    import core.teacher_cache as teacher_cache
+
+    data = replace(_data(5), history_mask="on")
+    student, teacher = _sasrec(data, seed=1), _sasrec(data, dim=16)
+    config = DistillConfig(method="ranking", top_k=3)
+    whole = TeacherCache(teacher, student, data, config, budget_bytes=64)
+    assert len(whole._chunks()) == 1
+    monkeypatch.setattr(teacher_cache, "SCORE_CHUNK_BYTES", 4 * data.n_items * 7)  # 7 rows
+    cut = TeacherCache(teacher, student, data, config, budget_bytes=64)
+    chunks = cut._chunks()
+    assert len(chunks) > 1 and chunks[0][0] == 0 and chunks[-1][1] == len(cut.inputs)
+    assert all(hi > lo for lo, hi in chunks)
+    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:], strict=False))
+    assert torch.equal(cut.topk, whole.topk)
+    assert torch.allclose(cut.log_partition, whole.log_partition)
+
+
+def test_soft_items_stop_where_a_masked_row_runs_out() -> None:
+    """A catalog hardly bigger than a history: the soft term keeps fewer extra items instead
+    of failing; the asked top_k is never cut."""
+    data = replace(_data(6, n_items=15), history_mask="on")
+    student, teacher = _sasrec(data, seed=1), _sasrec(data, dim=16)
+    cache = TeacherCache(
+        teacher, student, data, DistillConfig(method="soft", top_k=2), full_scores=False
+    )
+    assert cache.mode == "topk" and 2 <= cache.k < data.n_items
+    assert cache.k == data.n_items - cache._most_masked()

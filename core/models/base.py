@@ -21,6 +21,7 @@ from torch import nn
 from core.dataset import InteractionData, pad_sequences, stage_code
 from core.enums import Family, choice_list
 from core.errors import ConfigError
+from core.models.softmax import SoftmaxLoss
 from core.ranking import history_mask, top_k
 
 
@@ -73,12 +74,15 @@ class Batch:
     context:  [B] user indices or [B, L] padded sequences.
     targets:  task targets: [B] positive items (user models) or [B, L] next items + 1 (sequence).
     negatives: [B, n_neg] sampled negative items (BPR), or None.
+    softmax:  how a softmax model's task loss covers the catalog (full, sampled with the
+              batch's shared negatives, or chunked; see ``core.models.softmax``); None = full.
     """
 
     users: torch.Tensor
     context: torch.Tensor
     targets: torch.Tensor
     negatives: torch.Tensor | None = None
+    softmax: SoftmaxLoss | None = None
 
     def to(self, device: torch.device) -> Batch:
         return Batch(
@@ -86,6 +90,7 @@ class Batch:
             self.context.to(device),
             self.targets.to(device),
             None if self.negatives is None else self.negatives.to(device),
+            None if self.softmax is None else self.softmax.to(device),
         )
 
 
@@ -93,17 +98,27 @@ class Batch:
 class StepOutput:
     """What one training step produced: the task loss and catalog scores for distillation.
 
-    rows:       [N, C] student scores over the catalog for the distillation rows.
+    rows:       [N, C] student scores over the catalog for the distillation rows; None when
+                the step never scored the whole catalog (sampled or chunked softmax), and
+                distillation then scores candidates from ``states`` instead.
     row_users:  [N] the user each row belongs to.
     positions:  for sequence models, the bool ``[B, L]`` mask of batch positions the rows come
                 from (row order = ``context[positions]``), so a sequence teacher can score
                 exactly the same prefixes; None for user models (one row per batch row).
+    states:     [N, dim] the rows' hidden states (with grad) when ``rows`` is None: what
+                :meth:`Recommender.candidate_scores` turns into scores of any items.
+    targets:    [N] each row's true next item, when ``rows`` is None.
+    sampled_scores: [N, M] raw scores of the batch's shared negatives
+                (``batch.softmax.items``), when the step drew them.
     """
 
     task_loss: torch.Tensor
-    rows: torch.Tensor
+    rows: torch.Tensor | None
     row_users: torch.Tensor
     positions: torch.Tensor | None = None
+    states: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+    sampled_scores: torch.Tensor | None = None
 
 
 class Recommender(nn.Module):
@@ -112,6 +127,9 @@ class Recommender(nn.Module):
     family: ClassVar[str] = ""
     input_kind: ClassVar[str] = "user"  # "user" or "sequence"
     trainable: ClassVar[bool] = True
+    # Task-loss modes of TrainConfig.loss the model implements (core.models.softmax); the
+    # others train with their own loss whatever the setting (BPR is sampled already).
+    softmax_modes: ClassVar[tuple[str, ...]] = ("full",)
 
     def __init__(self, n_users: int, n_items: int, config: ModelConfig):
         super().__init__()
@@ -203,6 +221,15 @@ class Recommender(nn.Module):
         raise NotImplementedError
 
     def training_step(self, batch: Batch) -> StepOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def candidate_scores(
+        self, states: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:  # pragma: no cover - abstract
+        """``[N, K]`` scores of ``items`` ``[N, K]`` for row states ``[N, dim]`` (big catalogs).
+
+        Only models with more than "full" in ``softmax_modes`` implement it.
+        """
         raise NotImplementedError
 
     def fit_statistics(self, data: InteractionData) -> None:

@@ -1,7 +1,10 @@
 """SASRec (Kang & McAuley 2018): a causal self-attention model over the item history.
 
 Trained with full-catalog cross-entropy on the next item at every position (which beats the
-original's one sampled negative by a wide margin on small catalogs). Item embeddings are
+original's one sampled negative by a wide margin on small catalogs). When the catalog is too
+big for ``[rows, n_items]`` logits, the batch asks for sampled softmax with logQ correction
+or chunked cross-entropy instead (``Batch.softmax``; see :mod:`core.models.softmax`), and
+the step returns the rows' states rather than their catalog scores. Item embeddings are
 tied between input and output, so ``dim`` drives the parameter count. Attention is written
 out with plain ops so the ONNX export has nothing exotic to lower.
 """
@@ -20,6 +23,7 @@ from torch import nn
 from core.dataset import InteractionData
 from core.enums import Family
 from core.models.base import Batch, ModelConfig, Recommender, StepOutput
+from core.models.softmax import chunked_softmax_ce, sampled_softmax_ce
 
 NEG = -1e9  # finite, so an all-padding row softmaxes to uniform instead of NaN
 
@@ -54,6 +58,7 @@ class Block(nn.Module):
 class SASRec(Recommender):
     family = Family.SASREC
     input_kind = "sequence"
+    softmax_modes = ("full", "sampled", "chunked")
 
     def __init__(self, n_users: int, n_items: int, config: ModelConfig):
         super().__init__(n_users, n_items, config)
@@ -85,9 +90,18 @@ class SASRec(Recommender):
             x = block(x, bias)
         return self.ln(x)
 
-    def position_scores(self, seq: torch.Tensor) -> torch.Tensor:
-        """[B, L] -> [B, L, n_items]: next-item scores after every prefix."""
-        return self.hidden(seq) @ self.item_emb.weight[1:].T
+    def position_scores(
+        self, seq: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[B, L] -> [B, L, n_items]: next-item scores after every prefix.
+
+        With a bool ``[B, L]`` ``positions``: ``[N, n_items]``, the selected prefixes only
+        (row-major), never scoring the catalog for the others.
+        """
+        states = self.hidden(seq)
+        if positions is not None:
+            states = states[positions]
+        return states @ self.item_emb.weight[1:].T
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         """[B, L] left-padded histories -> [B, n_items] next-item scores."""
@@ -120,13 +134,42 @@ class SASRec(Recommender):
             return arrays
         return cached[1]
 
+    def candidate_scores(self, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``[N, K]``: scores of ``items`` ``[N, K]`` (0-based) for states ``[N, dim]``."""
+        return torch.einsum("nd,nkd->nk", states, self.item_emb(items + 1))
+
     def training_step(self, batch: Batch) -> StepOutput:
         positions = batch.targets > 0
         states = self.hidden(batch.context)[positions]  # [N, dim]
-        rows = states @ self.item_emb.weight[1:].T  # [N, n_items]
-        loss = F.cross_entropy(rows, batch.targets[positions] - 1)
         row_users = batch.users.unsqueeze(1).expand_as(positions)[positions]
-        return StepOutput(task_loss=loss, rows=rows, row_users=row_users, positions=positions)
+        spec = batch.softmax
+        if spec is None or spec.mode == "full":
+            rows = states @ self.item_emb.weight[1:].T  # [N, n_items]
+            loss = F.cross_entropy(rows, batch.targets[positions] - 1)
+            return StepOutput(task_loss=loss, rows=rows, row_users=row_users, positions=positions)
+        # Big catalog: never a [N, n_items] tensor, in either pass.
+        targets = batch.targets[positions] - 1
+        sampled = None  # [N, M] scores of the batch's shared negatives, when drawn
+        if spec.mode == "chunked":
+            loss = chunked_softmax_ce(states, self.item_emb.weight[1:], targets)
+            if spec.items is not None:  # a distilled student's candidates
+                sampled = states @ self.item_emb(spec.items + 1).T
+        else:
+            # One lookup for positives and negatives: each lookup's backward fills a
+            # whole-table gradient (256 MB for a million items at width 64).
+            vectors = self.item_emb(torch.cat([targets, spec.items]) + 1)
+            positive = (states * vectors[: len(targets)]).sum(dim=1)
+            sampled = states @ vectors[len(targets) :].T
+            loss = sampled_softmax_ce(positive, sampled, targets, spec.items, spec.log_expected)
+        return StepOutput(
+            task_loss=loss,
+            rows=None,
+            row_users=row_users,
+            positions=positions,
+            states=states,
+            targets=targets,
+            sampled_scores=sampled,
+        )
 
 
 def sequence_windows(
