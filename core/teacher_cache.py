@@ -225,6 +225,9 @@ class TeacherCache:
         if not self.per_position or step.positions is None:
             return step.row_users.to(self.device)
         rows, cols = step.positions.nonzero(as_tuple=True)
+        # A batch may keep only the last columns of the windows (SASRec cuts a batch to its
+        # longest history): count columns from the window's full width.
+        cols = cols + (self.inputs.shape[1] - step.positions.shape[1])
         window = self.window_of_user[batch.users.to(self.device)[rows]]
         return self.row_start[window] + cols - self.first_col[window]
 

@@ -173,3 +173,54 @@ def test_sasrec_big_catalog_steps_return_states_not_catalog_rows(data):
     batch.softmax = SoftmaxLoss("chunked")
     chunked = model.training_step(batch).task_loss
     assert chunked.item() == pytest.approx(full.task_loss.item(), abs=1e-5)
+
+
+def test_sasrec_batches_group_similar_lengths_and_keep_the_real_states():
+    """Bucketing: every user once per epoch, batches cut to their longest history, and the
+    cut batch gives the real positions exactly the states of the full window."""
+    from tests.factories import sequences_dataset
+
+    rng = np.random.default_rng(3)
+    seqs = [list(rng.integers(0, 30, size=int(n))) for n in rng.integers(3, 40, size=200)]
+    data = sequences_dataset(seqs, 30, name="lengths")
+    config = ModelConfig(family="sasrec", dim=8, layers=2, heads=2, max_len=40, dropout=0.0)
+    torch.manual_seed(0)
+    model = build_model(config, data.n_users, data.n_items).eval()
+    inputs, targets, users = model.training_windows(data)
+    batches = list(model.task_batches(data, 16, 0, np.random.default_rng(0)))
+    seen = np.concatenate([b.users.numpy() for b in batches])
+    assert sorted(seen.tolist()) == sorted(users.tolist())  # each user once
+    # Each batch holds about the steps of 16 random users, not 16 users of any length.
+    steps = (targets > 0).sum(axis=1)
+    per_batch = [int((b.targets > 0).sum()) for b in batches]
+    assert max(per_batch) <= 16 * steps.mean() + steps.max()
+    assert np.median(per_batch) >= 0.5 * 16 * steps.mean()
+    widths = [b.context.shape[1] for b in batches]
+    assert min(widths) < config.max_len  # short users' batches are cut
+    full_cost = len(users) * config.max_len
+    assert sum(b.context.numel() for b in batches) < 0.7 * full_cost
+    window = {int(u): i for i, u in enumerate(users)}
+    for batch in batches:
+        assert (batch.context[:, 0] > 0).any()  # no all-padding column is kept
+        rows = [window[int(u)] for u in batch.users]
+        full = torch.from_numpy(inputs[rows])
+        width = batch.context.shape[1]
+        assert torch.equal(full[:, : config.max_len - width], torch.zeros_like(full[:, :-width]))
+        assert torch.equal(torch.from_numpy(targets[rows])[:, -width:], batch.targets)
+        real = batch.targets > 0
+        with torch.no_grad():
+            cut = model.hidden(batch.context)[real]
+            whole = model.hidden(full)[:, -width:][real]
+        assert torch.allclose(cut, whole, atol=1e-5)
+
+
+def test_a_trained_sasrec_pickles_whole(tmp_path):
+    """torch.save of the whole model (benches keep trained teachers) after training, when
+    the model holds its training windows by a weak reference."""
+    data = checkerboard()
+    model = build_model(SMALL["sasrec"], data.n_users, data.n_items)
+    train_model(model, data, TrainConfig(epochs=1, batch_size=16, seed=0))
+    torch.save(model, tmp_path / "model.pt")
+    again = torch.load(tmp_path / "model.pt", weights_only=False).eval()
+    users = np.arange(data.n_users)
+    assert torch.allclose(again.score_users(data, users), model.eval().score_users(data, users))
