@@ -262,27 +262,33 @@ def hard_target_bce(
     mask = _check_mask(z_s, mask)
     teacher_topk = teacher_topk.detach().to(z_s.device, torch.long)
     n_items = z_s.shape[1]
-    is_positive = _membership(teacher_topk, n_items)
 
     pos_valid = torch.ones_like(teacher_topk, dtype=torch.bool)
     if mask is not None:
         pos_valid = ~mask.gather(1, teacher_topk)
-    pos_bce = F.softplus(-z_s.gather(1, teacher_topk))
-    pos_mean = _masked_row_mean(pos_bce, pos_valid)
+    z_pos = z_s.gather(1, teacher_topk)
+    pos_mean = _masked_row_mean(F.softplus(-z_pos), pos_valid)
 
     if negatives is None:
-        neg_valid = ~is_positive
-        if mask is not None:
-            neg_valid &= ~mask
+        # Every unmasked item that is not a positive: the row's sum over the catalog minus
+        # the positives' part, so no [B, C] label matrix is built and the catalog is read
+        # by one softplus (the term costs about what the task loss costs).
         neg_bce = F.softplus(z_s)
+        n_neg = torch.full_like(pos_valid[:, 0], n_items, dtype=torch.long)
+        if mask is not None:
+            neg_bce = neg_bce.masked_fill(mask, 0.0)
+            n_neg = (~mask).sum(dim=1)
+        pos_part = torch.where(pos_valid, F.softplus(z_pos), torch.zeros_like(z_pos)).sum(dim=1)
+        n_neg = n_neg - pos_valid.sum(dim=1)
+        neg_sum = neg_bce.sum(dim=1) - pos_part
+        neg_mean = torch.where(n_neg > 0, neg_sum / n_neg.clamp(min=1), torch.zeros_like(neg_sum))
     else:
         _check_scores(z_s, negatives, "negatives")
         negatives = negatives.detach().to(z_s.device, torch.long)
-        neg_valid = ~is_positive.gather(1, negatives)
+        neg_valid = ~_membership(teacher_topk, n_items).gather(1, negatives)
         if mask is not None:
             neg_valid &= ~mask.gather(1, negatives)
-        neg_bce = F.softplus(z_s.gather(1, negatives))
-    neg_mean = _masked_row_mean(neg_bce, neg_valid)
+        neg_mean = _masked_row_mean(F.softplus(z_s.gather(1, negatives)), neg_valid)
     return (pos_mean + neg_mean).mean()
 
 
