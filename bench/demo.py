@@ -2,8 +2,9 @@
 
 Does what the Home page's "Try the demo shop" does, through the same code: builds and
 registers the demo shop, queues the demo as a run plan (core.plans.submit_demo with
-core.views.forms.demo_plan and the dataset's recipe) and lets a JobManager with the app's
-real runner (core.runner.training_runner) and 2 worker threads train it: popularity and
+core.views.forms.demo_plan and the dataset's live recipe, core.recipe.live) and lets a
+JobManager with the app's real runner (core.runner.training_runner) and the app's number of
+worker threads (DISTILLERY_WORKERS) train it: popularity and
 the teacher first, the distilled student and its no-teacher twin once the store releases
 them. The clock stops when every run of the plan has ended.
 
@@ -50,7 +51,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="demo shop size (1.0 = full)")
     parser.add_argument("--epochs", type=int, default=None, help="cap on every run's epochs")
-    parser.add_argument("--workers", type=int, default=2, help="training threads")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="training threads (default: the app's)"
+    )
+    parser.add_argument(
+        "--full", action="store_true", help="the full recipe (Home's toggle), not the live demo"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument(
         "--reference",
@@ -61,8 +67,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def measure(args: argparse.Namespace) -> dict:
+    from core.settings import workers
+
+    args.workers = args.workers or workers()
     # Imported after DISTILLERY_HOME is set: nothing may touch the default data directory.
-    from core import plans
+    from core import plans, recipe
     from core.enums import Role, Status
     from core.jobs import JobManager
     from core.pipeline import load_demo_dataset
@@ -74,7 +83,8 @@ def measure(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     record, _ = forms.save_dataset(store, load_demo_dataset(scale=args.scale), "demo shop")
     build_seconds = time.perf_counter() - started
-    demo = forms.demo_plan(args.epochs, forms.presets(record))
+    preset = forms.presets(record)
+    demo = forms.demo_plan(args.epochs, preset if args.full else recipe.live(preset))
     eta: list[dict] = []
     with JobManager(store, training_runner, workers=args.workers) as jobs:
         plan_id = plans.submit_demo(jobs, record.id, demo, epochs=args.epochs)
@@ -121,6 +131,7 @@ def measure(args: argparse.Namespace) -> dict:
         "budget_seconds": BUDGET_S,
         "scale": args.scale,
         "epochs_cap": args.epochs,
+        "full_recipe": args.full,
         "workers": args.workers,
         "cores": os.cpu_count(),
         "succeeded": all(r["status"] == Status.SUCCEEDED for r in rows),

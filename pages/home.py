@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import plans
+from core import plans, recipe
 from core.enums import PlanKind, Status
 from core.job_context import Progress
 from core.pipeline import load_demo_dataset
@@ -27,16 +27,16 @@ st.markdown(
 )
 
 
-def start_demo(quick: bool) -> int:
+def start_demo(full: bool) -> int:
     store, jobs = get_store(), get_jobs()
-    caps = [c for c in (demo_epochs(), forms.QUICK_DEMO_EPOCHS if quick else None) if c]
-    epochs = min(caps) if caps else None
+    epochs = demo_epochs()
     # No st.* call (session state included) between building the shop and queuing the plan:
     # a tab that reloads or closes stops its script run at the next one, and a demo whose
     # shop was being built must still be queued (the reloaded Home then shows it).
     with st.spinner("Building the demo shop..."):
         record, _ = forms.save_dataset(store, load_demo_dataset(scale=demo_scale()), "demo shop")
-        plan = forms.demo_plan(epochs, forms.presets(record))
+        preset = forms.presets(record)
+        plan = forms.demo_plan(epochs, preset if full else recipe.live(preset))
         plan_id = plans.submit_demo(jobs, record.id, plan, epochs=epochs)
     set_active_dataset(record.id)
     after_submit([r.id for r in store.list_runs(plan_id=plan_id)])
@@ -86,10 +86,14 @@ def show_demo(demo: plans.PlanView) -> None:
         st.error(f"The demo stopped before the end{reason}. Start it again or use the Train page.")
 
 
-quick = st.toggle(
-    f"Quick demo (at most {forms.QUICK_DEMO_EPOCHS} epochs per model)",
-    key="home_demo_quick",
-    help="The full demo trains the dataset's recipe; the time left is shown while it runs.",
+full = st.toggle(
+    "Full recipe (early stopping; takes longer)",
+    key="home_demo_full",
+    help=(
+        f"The demo trains the teacher {recipe.LIVE_TEACHER_EPOCHS} epochs and each student "
+        f"{recipe.LIVE_STUDENT_EPOCHS}. The full recipe trains each model until its "
+        "validation NDCG@10 stops improving. The time left is shown while it runs."
+    ),
 )
 demo = guarded(current_demo, "reading the demo")
 running = demo is not None and demo.status == "running"
@@ -100,7 +104,7 @@ start = st.button(
     key="home_demo_start",
     disabled=running,
 )
-if start and guarded(lambda: start_demo(quick), "starting the demo") is not None:
+if start and guarded(lambda: start_demo(full), "starting the demo") is not None:
     st.rerun()  # the sidebar shows the demo dataset and its runs
 
 

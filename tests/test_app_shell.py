@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core import recipe
 from core.store import Store
 from core.views import forms
 
@@ -44,7 +45,7 @@ def test_home_renders_on_an_empty_store(home):
     assert not at.exception
     assert at.title[0].value == "Distillery"
     assert len(at.button) == 1 and at.button[0].label == "Try the demo shop"
-    assert at.toggle(key="home_demo_quick").value is False
+    assert at.toggle(key="home_demo_full").value is False
     assert "No dataset yet" in sidebar_text(at)[0]
     assert "Runs: 0 running · 0 queued · 0 waiting" in sidebar_text(at)
     # reruns keep the sidebar (app.py runs every time)
@@ -157,6 +158,16 @@ def test_demo_plan_uses_the_presets_and_caps_epochs():
     assert [s.role for s in full.students] == ["student", "baseline"]
     assert full.students[0].distill.method == "combined"
     assert full.students[0].model == full.students[1].model
-    quick = forms.demo_plan(forms.QUICK_DEMO_EPOCHS)
-    assert quick.teacher.train.epochs == min(full.teacher.train.epochs, forms.QUICK_DEMO_EPOCHS)
-    assert quick.teacher.model == full.teacher.model
+    capped = forms.demo_plan(3)
+    assert capped.teacher.train.epochs == min(full.teacher.train.epochs, 3)
+    assert capped.teacher.model == full.teacher.model
+    # The one-click demo: the recipe's models, a fixed short training (no early stop).
+    demo = forms.demo_plan(None, recipe.live(forms.presets(None)))
+    assert demo.teacher.model == full.teacher.model
+    assert demo.students[0].model == full.students[0].model
+    assert demo.teacher.train.epochs == demo.teacher.train.min_epochs == min(
+        full.teacher.train.epochs, recipe.LIVE_TEACHER_EPOCHS
+    )
+    assert demo.students[1].train.epochs == demo.students[1].train.min_epochs == min(
+        full.students[1].train.epochs, recipe.LIVE_STUDENT_EPOCHS
+    )

@@ -99,3 +99,16 @@ def test_small_catalogs_keep_the_full_softmax_and_big_ones_sample():
     # MF trains with BPR (already sampled): no softmax to change.
     short = recipe(profile(items=3_000_000, median_history=2.0))
     assert short.teacher_train.loss == "full"
+
+
+def test_batch_size_gives_small_shops_enough_steps_an_epoch():
+    from core.recipe import MIN_STEPS_PER_EPOCH, batch_size_for
+
+    assert batch_size_for(5_000) == 32  # the demo shop: 156 steps, not 39
+    assert 5_000 / batch_size_for(5_000) >= MIN_STEPS_PER_EPOCH
+    assert batch_size_for(20) == 32  # never below 32
+    assert batch_size_for(40_000) == 256  # 40,000 // 150 = 266 -> 256
+    assert batch_size_for(10_000_000) == 256
+    for users in (1, 999, 4_800, 19_200, 38_400, 10**6):
+        size = batch_size_for(users)
+        assert size & (size - 1) == 0 and 32 <= size <= 256

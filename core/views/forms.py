@@ -51,9 +51,6 @@ METHOD_KNOBS: dict[str, tuple[str, ...]] = {
     Method.RANKING: ("top_k", "lam", "weight", "dynamic", "mu"),
     Method.LISTWISE: ("top_k", "weight", "n_sampled"),
 }
-# A quick demo trains this many epochs at most (the presets' patience stops most runs
-# earlier anyway); the full demo uses the presets.
-QUICK_DEMO_EPOCHS = 5
 
 
 @dataclass(frozen=True)
