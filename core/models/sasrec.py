@@ -52,9 +52,14 @@ class Block(nn.Module):
         q = q.reshape(b, length, self.heads, hd).transpose(1, 2)
         k = k.reshape(b, length, self.heads, hd).transpose(1, 2)
         v = v.reshape(b, length, self.heads, hd).transpose(1, 2)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd)) + bias
-        att = self.drop(torch.softmax(att, dim=-1))
-        y = (att @ v).transpose(1, 2).reshape(b, length, dim)
+        # PyTorch's fused attention (scale 1/sqrt(hd), additive causal + padding bias). Not
+        # ``q @ k^T`` written out: MKL's batched matmul, which that becomes on CPU, runs an
+        # order of magnitude slower in any thread but the main one (the app's training
+        # threads), while this kernel runs the same in both.
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=self.drop.p if self.training else 0.0
+        )
+        y = y.transpose(1, 2).reshape(b, length, dim)
         x = x + self.drop(self.proj(y))
         return x + self.drop(self.mlp(self.ln2(x)))
 
