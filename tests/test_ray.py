@@ -19,7 +19,6 @@ import pytest
 import ray
 
 from core import paths, plans
-from core.distill import DistillConfig
 from core.enums import PlanKind
 from core.job_context import CANCELLED_NOTE, JobContext, JobOutcome
 from core.jobs import JobManager
@@ -30,10 +29,9 @@ from core.records import PlanStep
 from core.runner import submit_run, training_runner
 from core.store import Store
 from core.train import TrainConfig
-from core.views.forms import DemoPlan
 from tests.helpers import faults
+from tests.helpers.waiting import WAIT_S, training, wait_until
 
-WAIT_S = 120  # upper bound for waits that end long before when things work
 LONG = RunSpec(
     name="long-mf",
     role="teacher",
@@ -97,19 +95,6 @@ class Stubborn:
         return JobOutcome()
 
 
-def wait_until(condition, what: str, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
-
-
-def training(manager: JobManager, run_id: int) -> bool:
-    """The run has stored an epoch (written by its Ray task)."""
-    progress = manager.progress(run_id)
-    return progress is not None and progress.status == "running" and progress.epoch >= 1
-
-
 def stuck_pid(manager: JobManager, run_id: int) -> int | None:
     progress = manager.progress(run_id)
     if progress is None or not progress.message.startswith("stuck in pid "):
@@ -165,16 +150,7 @@ def test_teachers_ask_for_a_gpu_where_the_cluster_has_one(home, ray_cluster, mon
 
 
 def test_a_plans_students_wait_for_their_teacher_and_a_sweep_fans_out(home, ray_cluster, tmp_path):
-    student_model = ModelConfig(family="mf", dim=4)
-    demo = DemoPlan(
-        popularity=popularity_spec(),
-        teacher=faults.MF_TEACHER,
-        students=(
-            RunSpec("student", "student", student_model, faults.MF_TEACHER.train,
-                    DistillConfig(method="soft")),
-            RunSpec("twin", "baseline", student_model, faults.MF_TEACHER.train),
-        ),
-    )  # fmt: skip
+    demo = faults.mf_demo_plan()
     runner = Rendezvous(str(tmp_path / "rendezvous"))
     with Store() as store:
         dataset_id = faults.tiny_dataset(store)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import time
 from dataclasses import replace
 
 import pytest
@@ -17,7 +16,6 @@ import pytest
 pytest.register_assert_rewrite("tests.helpers.faults")
 
 from core import paths, plans  # noqa: E402
-from core.distill import DistillConfig  # noqa: E402
 from core.job_context import STOPPED_NOTE  # noqa: E402
 from core.jobs import JobManager  # noqa: E402
 from core.models import ModelConfig  # noqa: E402
@@ -25,30 +23,16 @@ from core.pipeline import RunSpec, popularity_spec  # noqa: E402
 from core.runner import submit_run, training_runner  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.train import TrainConfig  # noqa: E402
-from core.views.forms import DemoPlan  # noqa: E402
 from tests.helpers import faults  # noqa: E402
 from tests.helpers.processes import WorkerProcess, executions  # noqa: E402
+from tests.helpers.waiting import WAIT_S, training, wait_until  # noqa: E402
 
-WAIT_S = 120
 LONG = RunSpec(
     name="long-mf",
     role="teacher",
     model=ModelConfig(family="mf", dim=8),
     train=TrainConfig(epochs=500, batch_size=64, patience=500),
 )
-
-
-def wait_until(condition, what: str, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
-
-
-def training(manager: JobManager, run_id: int) -> bool:
-    """The run has stored an epoch: seen through the store by a process not running it."""
-    progress = manager.progress(run_id)
-    return progress is not None and progress.status == "running" and progress.epoch >= 1
 
 
 def test_worker_serves_the_apps_queue_takes_cancels_and_stops_cleanly_on_sigterm(home, store_url):
@@ -137,16 +121,7 @@ def test_a_worker_loads_only_checkpoints_the_store_lists_in_the_data_dir(home, s
 def test_a_demo_plan_queued_by_the_app_finishes_in_a_headless_worker(home, store_url):
     """The students of a plan wait in the store, not in a browser: the worker that trains
     the teacher releases them (through the store) and trains them with that teacher."""
-    student_model = ModelConfig(family="mf", dim=4)
-    demo = DemoPlan(
-        popularity=popularity_spec(),
-        teacher=faults.MF_TEACHER,
-        students=(
-            RunSpec("student", "student", student_model, faults.MF_TEACHER.train,
-                    DistillConfig(method="soft")),
-            RunSpec("twin", "baseline", student_model, faults.MF_TEACHER.train),
-        ),
-    )  # fmt: skip
+    demo = faults.mf_demo_plan()
     with Store() as store:
         dataset_id = faults.tiny_dataset(store)
         app = JobManager(store, training_runner, workers=0)  # a page's manager: no training

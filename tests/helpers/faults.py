@@ -59,6 +59,17 @@ MF_STUDENT = RunSpec(
     train=MF_TEACHER.train,
     distill=DistillConfig(method="soft"),
 )
+
+
+def mf_demo_plan():
+    """A demo plan of tiny MF runs: popularity and the teacher, then a soft-distilled
+    student and its twin (the same student trained without the teacher)."""
+    from core.views.forms import DemoPlan
+
+    twin = RunSpec("twin", "baseline", MF_STUDENT.model, MF_STUDENT.train)
+    return DemoPlan(popularity=popularity_spec(), teacher=MF_TEACHER, students=(MF_STUDENT, twin))
+
+
 OOM_SENTENCE = "The run ran out of memory; lower the batch size or the model size"
 DISK_FULL_SENTENCE = "The disk is full, so the run's files could not be written"
 
