@@ -20,12 +20,14 @@ Every page is timed with ``--runs`` runs stored (50) and Compare again with
 Overhead: first the CPU that the server and a browser tab spend per second while the Train
 page polls a running run with nothing training (``polling``: the app's own cost, free of
 the noise of a training run), then the demo's teacher (demo shop at ``--scale``,
-``--epochs`` epochs; ``--rounds 0`` skips it) trained three ways per round: by a job manager
-in a plain process (headless), by the app's job manager with no browser open, and with a
-headless Chromium tab on the Train page's live panel. Writes
-``bench/results/app_overhead.json``: ``polling``; each run's epoch seconds and the CPU
-seconds of the training process (headless: including its start-up imports) and of the
-browser; per mode the mean epoch time and its overhead over headless.
+``--epochs`` epochs; ``--rounds 0`` skips it) trained three ways per round: on the main
+thread of a plain process, as ``python -m core run`` trains (headless), by the app's job
+manager with no browser open (the app trains each run in a process of its own,
+core.process_backend), and with a headless Chromium tab on the Train page's live panel.
+Writes ``bench/results/app_overhead.json``: ``polling``; each run's epoch seconds, the CPU
+seconds of the headless process (including its start-up imports) or of the app's server
+process (the training process excluded), and of the browser; per mode the mean epoch time
+and its overhead over headless.
 
     python bench/pages.py
     python bench/pages.py --runs 50 --compare-runs 200 --repeat 5
@@ -300,11 +302,14 @@ def _stop_managers() -> None:
 
 
 # --------------------------------------------------------------------------- app overhead
+# The baseline: the run trained on the main thread of a plain process, as
+# ``python -m core run`` trains (a job manager claims it and serves it right there).
 HEADLESS_CHILD = (
     "import sys; sys.path.insert(0, sys.argv[1]);"
     "from core.jobs import JobManager; from core.runner import training_runner;"
     "from core.store import Store;"
-    "JobManager(Store(), training_runner, workers=1, max_runs=1).join()"
+    "m = JobManager(Store(), training_runner, workers=0);"
+    "m._serve(m.store.claim_run(m.owner, m.lease_s)); m.shutdown()"
 )
 
 
@@ -385,8 +390,10 @@ def _headless(store: Store, dataset_id: int, epochs: int) -> dict:
 
 
 def _browser_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds of each process under this one except the server ``pid``: the browser."""
-    return {p: _cpu_seconds(p) for p in _descendants(os.getpid()) if p != pid}
+    """CPU seconds of each process under this one except the server ``pid`` and its
+    training processes: the browser."""
+    server = {pid, *_descendants(pid)}
+    return {p: _cpu_seconds(p) for p in _descendants(os.getpid()) if p not in server}
 
 
 def _in_app(store: Store, dataset_id: int, epochs: int, url: str, pid: int, tab) -> dict:

@@ -9,8 +9,10 @@ and sees cancellation. Status, epochs and progress snapshots are written to the 
 they happen, so every process's pages show the same thing and never talk to the threads.
 `submit_plan` records a run plan (students after their teacher): its waiting runs are
 queued by the store itself when their parent succeeds (see core.plan_queries).
-With ``DISTILLERY_RAY_ADDRESS`` set, the worker threads hand each claimed run to a Ray task
-instead of running it here (see core.ray_backend); everything else stays as described.
+With a backend, the worker threads hand each claimed run to another process instead of
+running it themselves: a fresh local process (core.process_backend, what the app and the
+headless workers use) or a Ray task (``DISTILLERY_RAY_ADDRESS``, core.ray_backend);
+everything else stays as described.
 
 Guarantees:
 - each run executes once, whichever processes share the store;
@@ -59,6 +61,7 @@ from core.records import JobSpec, PlanRecord, PlanStep, RunRecord
 from core.store import Store
 
 if TYPE_CHECKING:
+    from core.process_backend import ProcessBackend
     from core.ray_backend import RayBackend
 
 log = logging.getLogger(__name__)
@@ -98,9 +101,12 @@ class JobManager:
     (a headless worker's ``--max-runs``). ``lease_s`` is how long this manager's claims
     hold without a heartbeat.
 
-    ``backend`` runs the claimed runs elsewhere (a `core.ray_backend.RayBackend`: then
-    there is one worker thread per run in flight on the cluster). By default a manager
-    with workers uses Ray when ``DISTILLERY_RAY_ADDRESS`` is set, else its own threads.
+    ``backend`` runs the claimed runs elsewhere: a `core.ray_backend.RayBackend` (then
+    there is one worker thread per run in flight on the cluster) or a
+    `core.process_backend.ProcessBackend` (a fresh local process per run: the app's and
+    the headless workers' default, core.process_backend.default_backend). By default a
+    manager with workers uses Ray when ``DISTILLERY_RAY_ADDRESS`` is set, else its own
+    threads.
     ``owner`` is given only to the manager a Ray task opens for a run claimed elsewhere.
     """
 
@@ -115,7 +121,7 @@ class JobManager:
         heartbeat_s: float | None = None,
         poll_s: float = POLL_S,
         max_runs: int | None = None,
-        backend: RayBackend | None = None,
+        backend: RayBackend | ProcessBackend | None = None,
         owner: str | None = None,
     ) -> None:
         if workers < 0:

@@ -50,24 +50,19 @@ the task as an argument.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from core import paths
-from core.enums import Family, Role, Status
-from core.errors import ConfigError, StoreError
+from core.enums import Family, Role
+from core.errors import ConfigError
 from core.records import RunRecord
-from core.settings import DB_URL_ENV, HOME_ENV, RAY_ADDRESS_ENV
-from core.store import Store
+from core.remote_run import RemoteRun, finish, serve_claimed
+from core.settings import RAY_ADDRESS_ENV
 
 if TYPE_CHECKING:
-    from core.job_context import Runner
     from core.jobs import JobManager, _Executing
 
 log = logging.getLogger(__name__)
@@ -103,18 +98,6 @@ def connect(address: str) -> Any:
                 f"(`ray start --head`), fix {RAY_ADDRESS_ENV}, or unset it to train here."
             ) from exc
     return ray
-
-
-@dataclass(frozen=True)
-class RemoteRun:
-    """What a Ray task needs to serve one claimed run."""
-
-    run_id: int
-    owner: str  # the claiming job manager's id: the task writes under its lease
-    store_url: str
-    home: str
-    lease_s: float
-    runner: Runner
 
 
 class RayBackend:
@@ -170,14 +153,7 @@ class RayBackend:
                 run.id, manager.owner, {"message": "waiting for a Ray worker"}
             ):
                 executing.cancel.set()  # a cancel came first: the task stops at its first check
-            call = RemoteRun(
-                run_id=run.id,
-                owner=manager.owner,
-                store_url=manager.store.engine.url.render_as_string(hide_password=False),
-                home=str(paths.data_dir()),
-                lease_s=manager.lease_s,
-                runner=manager._runner,
-            )
+            call = RemoteRun.of(manager, run.id)
             ref = self._task.options(**self.resources(run)).remote(call)
             with self._lock:
                 self._in_flight[run.id] = ref
@@ -210,24 +186,16 @@ class RayBackend:
     def _finish(
         self, manager: JobManager, run_id: int, executing: _Executing, error: BaseException | None
     ) -> None:
-        try:
-            record = manager.store.get_run(run_id)
-            ended = record.status != Status.RUNNING or record.owner != manager.owner
-        except StoreError as exc:
-            log.warning("could not read run %s after its Ray task: %s", run_id, exc)
-            ended = False
-        if ended:  # the task recorded the end (or the run was taken over): nothing to add
-            if error is not None:
-                log.info("the Ray task of run %s ended with %s", run_id, type(error).__name__)
-            manager._release(run_id)
-            return
-        if error is None:
-            error = RuntimeError("its Ray task ended without recording the end of the run")
         error = getattr(error, "cause", None) or error  # an exception raised in the task
-        if isinstance(error, self._died_errors()) and executing.stop_note is None:
-            executing.stop(RAY_LOST_NOTE)
-        status, message = manager._ending(run_id, executing, error)
-        manager._end(run_id, executing, status, message)
+        died = error is not None and isinstance(error, self._died_errors())
+        finish(
+            manager,
+            run_id,
+            executing,
+            error,
+            lost_note=RAY_LOST_NOTE if died else None,
+            where="Ray task",
+        )
 
     def _died_errors(self) -> tuple[type[BaseException], ...]:
         errors = self._ray.exceptions
@@ -235,44 +203,6 @@ class RayBackend:
 
 
 # --------------------------------------------------------------------------- in the task
-@contextlib.contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """``values`` in ``os.environ`` for the length of one task (Ray reuses its workers for
-    tasks of other stores; a Ray worker runs one task at a time)."""
-    before = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def run_on_ray(call: RemoteRun) -> str:
-    """The Ray task: serve one claimed run in this Ray worker, exactly as a worker thread of
-    the claiming job manager would, and return the status the run ended with."""
-    from core.jobs import JobManager
-
-    with (
-        _environment({HOME_ENV: call.home, DB_URL_ENV: call.store_url}),
-        Store(call.store_url) as store,
-    ):
-        run = store.get_run(call.run_id)
-        if run.status != Status.RUNNING or run.owner != call.owner:
-            return run.status  # cancelled, or taken over, while it waited for a Ray worker
-        manager = JobManager(
-            store,
-            call.runner,
-            workers=0,
-            recover=False,
-            lease_s=call.lease_s,
-            owner=call.owner,
-        )
-        try:
-            manager._serve(run)
-        finally:
-            manager.shutdown(wait=True)
-        return store.get_run(call.run_id).status
+    """The Ray task: serve one claimed run in this Ray worker (core.remote_run)."""
+    return serve_claimed(call)

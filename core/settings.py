@@ -12,7 +12,8 @@ functions, not constants, so tests can change the environment after import.
 | DISTILLERY_SYNC_JOBS    | page tests: a submit waits for its runs in the same rerun     | off                |
 | DISTILLERY_DEMO_SCALE   | size of the one-click demo shop (tests shrink it)             | 1.0                |
 | DISTILLERY_DEMO_EPOCHS  | cap on every demo run's epochs (tests and slow machines)      | the presets        |
-| DISTILLERY_RAY_ADDRESS  | Ray cluster that trains runs: auto, ray://host:10001, local   | off (threads)      |
+| DISTILLERY_RAY_ADDRESS  | Ray cluster that trains runs: auto, ray://host:10001, local   | off                |
+| DISTILLERY_EXECUTOR     | where the app's and workers' runs train: process or thread    | process            |
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ SYNC_JOBS_ENV = "DISTILLERY_SYNC_JOBS"
 DEMO_SCALE_ENV = "DISTILLERY_DEMO_SCALE"
 DEMO_EPOCHS_ENV = "DISTILLERY_DEMO_EPOCHS"
 RAY_ADDRESS_ENV = "DISTILLERY_RAY_ADDRESS"
+EXECUTOR_ENV = "DISTILLERY_EXECUTOR"
+EXECUTORS = ("process", "thread")
 
 
 def _raw(name: str) -> str:
@@ -66,3 +69,11 @@ def demo_epochs() -> int | None:
 def ray_address() -> str | None:
     """The Ray cluster that trains the runs (unset: the job manager's own threads)."""
     return _raw(RAY_ADDRESS_ENV) or None
+
+
+def executor() -> str:
+    """Where the runs of the app (and of headless workers) train without Ray: ``process``
+    (a fresh process per run, core.process_backend) or ``thread`` (the job manager's worker
+    threads: quicker to start, slower to train; tests of fake runners use it)."""
+    value = _raw(EXECUTOR_ENV).lower() or "process"
+    return value if value in EXECUTORS else "process"

@@ -38,6 +38,7 @@ from typing import Any
 from core.errors import ConfigError
 from core.job_context import JobContext, JobOutcome, Runner
 from core.jobs import LEASE_S, JobManager
+from core.process_backend import default_backend
 from core.store import Store
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,14 @@ def serve(
         raise ConfigError("A worker needs at least one thread.")
     if max_runs is not None and max_runs < 1:
         raise ConfigError("--max-runs must be at least 1.")
-    manager = JobManager(store, runner, workers=threads, max_runs=max_runs, lease_s=lease_s)
+    manager = JobManager(
+        store,
+        runner,
+        workers=threads,
+        max_runs=max_runs,
+        lease_s=lease_s,
+        backend=default_backend(),
+    )
     log.info("worker %s serving %s with %d thread(s)", manager.owner, store.url, threads)
     try:
         while not stop.wait(_POLL_S):

@@ -19,6 +19,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from core import settings
 from core.errors import DistilleryError
 from core.jobs import JobManager
+from core.process_backend import default_backend
 from core.records import DatasetRecord
 from core.runner import training_runner
 from core.store import Store
@@ -50,7 +51,9 @@ def get_store() -> Store:
 
 @st.cache_resource(show_spinner=False)
 def get_jobs() -> JobManager:
-    return JobManager(get_store(), training_runner, workers=settings.workers())
+    return JobManager(
+        get_store(), training_runner, workers=settings.workers(), backend=default_backend()
+    )
 
 
 @st.cache_data(show_spinner=False, max_entries=128)

@@ -33,6 +33,15 @@ TINY_TEACHER = RunSpec(
 TINY_STUDENT = ModelConfig(family="sasrec", dim=8, layers=1, heads=1, max_len=20, dropout=0.1)
 
 
+@pytest.fixture(autouse=True)
+def _runs_on_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests train their many tiny runs on the job manager's threads: a process per run
+    (the app's default, core.process_backend) costs seconds to start, longer than a tiny
+    run. tests/test_process_backend.py and the demo's browser test
+    (tests/e2e/test_demo_reload.py) train in processes, as the app does."""
+    monkeypatch.setenv("DISTILLERY_EXECUTOR", "thread")
+
+
 def tiny_student_specs(methods=("soft",)) -> list[RunSpec]:
     return student_specs(TINY_STUDENT, replace(TINY_TEACHER.train, epochs=2), methods)
 

@@ -93,6 +93,9 @@ def serve(home: Path, log_path: Path, **env_overrides: str) -> Iterator[Server]:
         DISTILLERY_HOME=str(home),
         DISTILLERY_DEMO_SCALE=DEMO_SCALE,
         DISTILLERY_DEMO_EPOCHS=DEMO_EPOCHS,
+        # Tiny runs on the app's threads (a process costs more to start than they take to
+        # train); the demo's reload test trains in processes, the app's default.
+        DISTILLERY_EXECUTOR="thread",
         PYTHONUNBUFFERED="1",
     )
     env.update(env_overrides)

@@ -26,7 +26,12 @@ from tests.e2e.conftest import PAGE_TIMEOUT_MS, App, Server
 pytestmark = pytest.mark.e2e
 
 # Measured on two idle cores: the teacher trains ~8 s, the student and its twin ~5 s more.
-DEMO_ENV = {settings.DEMO_SCALE_ENV: "0.1", settings.DEMO_EPOCHS_ENV: "4"}
+# The app's own executor: every trained run of the demo in a process of its own.
+DEMO_ENV = {
+    settings.DEMO_SCALE_ENV: "0.1",
+    settings.DEMO_EPOCHS_ENV: "4",
+    settings.EXECUTOR_ENV: "process",
+}
 DEMO_ROLES = [Role.POPULARITY, Role.TEACHER, Role.STUDENT, Role.BASELINE]
 # The full-size shop takes over a second to build (the spinner shows after half a second);
 # its one-epoch teacher is still training when the test ends.
