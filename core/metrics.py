@@ -48,7 +48,7 @@ top-K arrays, e.g. for a user whose whole catalog is masked. NaN scores are trea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -178,7 +178,7 @@ def _scores_tensor(scores: torch.Tensor | np.ndarray, n_rows: int, n_items: int)
     return scores.to(dtype=dtype)
 
 
-def _iter_topk(
+def _ranked(
     score_fn: ScoreFn,
     data: InteractionData,
     users: np.ndarray,
@@ -186,8 +186,8 @@ def _iter_topk(
     stage: str | int,
     exclude_history: bool,
     batch_size: int,
-) -> Iterator[np.ndarray]:
-    """Yield ``[b, k]`` top-k item indices per batch of ``users`` (``-1`` = no item).
+) -> np.ndarray:
+    """``[len(users), k]`` top-k item indices of ``users``, in their order (``-1`` = no item).
 
     Ranks through :func:`core.ranking.top_k` with :func:`core.ranking.history_mask`: the
     same path as ``Recommender.recommend`` and the ONNX export.
@@ -195,8 +195,15 @@ def _iter_topk(
     n_items = data.n_items
     k_eff = min(k, n_items)
     batch_size = eval_batch_size(batch_size, n_items)
+    # Users of similar history length share a batch, so a sequence model scores each batch
+    # over its longest history, not the full window (core.models.base.trim_padding); the
+    # rows come back in the order of ``users``.
+    order = np.argsort(data.user_activity[users], kind="stable")
+    restore = np.empty_like(order)
+    restore[order] = np.arange(len(order))
+    parts = []
     for start in range(0, len(users), batch_size):
-        batch = users[start : start + batch_size]
+        batch = users[order[start : start + batch_size]]
         with torch.no_grad():
             scores = _scores_tensor(score_fn(batch), len(batch), n_items)
             exclude = history_mask(data, batch, stage, scores.device) if exclude_history else None
@@ -205,7 +212,10 @@ def _iter_topk(
         if k_eff < k:
             pad = np.full((len(batch), k - k_eff), NO_ITEM, dtype=np.int64)
             indices = np.concatenate([indices, pad], axis=1)
-        yield indices.astype(np.int64, copy=False)
+        parts.append(indices.astype(np.int64, copy=False))
+    if not parts:
+        return np.empty((0, k), dtype=np.int64)
+    return np.concatenate(parts)[restore]
 
 
 def topk_items(
@@ -228,10 +238,7 @@ def topk_items(
         exclude_history = data.masks_history
     _check_stage(data, stage, exclude_history)
     users = _check_users(data, users)
-    parts = list(_iter_topk(score_fn, data, users, k, stage, exclude_history, batch_size))
-    if not parts:
-        return np.empty((0, k), dtype=np.int64)
-    return np.concatenate(parts, axis=0)
+    return _ranked(score_fn, data, users, k, stage, exclude_history, batch_size)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -363,10 +370,7 @@ def evaluate(
         0 if exclude_history or not len(users) else int(np.diff(all_targets.indptr)[users].max())
     )
     max_k = ks[-1]
-    parts = list(
-        _iter_topk(score_fn, data, users, max_k + extra, stage, exclude_history, batch_size)
-    )
-    ranked = np.concatenate(parts) if parts else np.empty((0, max_k + extra), dtype=np.int64)
+    ranked = _ranked(score_fn, data, users, max_k + extra, stage, exclude_history, batch_size)
     topk = ranked[:, :max_k]
 
     scored = _Targets(scored_matrix, data.tail_items)

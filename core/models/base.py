@@ -121,6 +121,21 @@ class StepOutput:
     sampled_scores: torch.Tensor | None = None
 
 
+def trim_padding(context: torch.Tensor) -> torch.Tensor:
+    """Left-padded histories ``[B, L]`` without the leading columns that are padding in
+    every row. A sequence model reads positions right-aligned and never attends to padding,
+    so its scores are the same; the attention and MLP skip those columns. Evaluation orders
+    users by history length (core.metrics), so a batch of short histories is cut to a few
+    columns: on the demo shop (median history 17, window 70) a full-ranking pass of the
+    teacher took a third of the time. Scoring only, never traced for ONNX (the cut depends
+    on the batch)."""
+    used = (context != 0).any(dim=0)
+    if not bool(used.any()):
+        return context[:, -1:]
+    first = int(used.to(torch.int8).argmax())
+    return context[:, first:]
+
+
 class Recommender(nn.Module):
     """Base class. Subclasses set ``family`` and ``input_kind`` and implement forward()."""
 
@@ -164,7 +179,10 @@ class Recommender(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self(self.make_context(data, users, stage).to(self.device))
+            context = self.make_context(data, users, stage)
+            if self.input_kind == "sequence":
+                context = trim_padding(context)
+            return self(context.to(self.device))
         finally:
             self.train(was_training)
 
