@@ -4,7 +4,9 @@ For one log (the demo shop, a generated shape, or any supported file), trains th
 teacher and, one knob at a time, its neighbours: half and double the width, dropout 0.1
 lower and 0.2 higher, half and double the learning rate, one block fewer and one more. For
 the student (the recipe's 10% width, no teacher), the teacher's learning rate against the
-recipe's 3x. Every variant is scored by its best *validation* NDCG@10 only: test figures
+recipe's 3x. ``--live`` does the same around the live demo's recipe (core.recipe.live: a
+few fixed epochs, less dropout, a larger rate that falls linearly), plus its schedule
+against a constant rate. Every variant is scored by its best *validation* NDCG@10 only: test figures
 are never read here, so choosing on this table cannot leak the test split.
 
 Writes bench/results/recipe.json, one row per variant: ``model`` (teacher|student),
@@ -15,6 +17,7 @@ value is the best on validation.
     python bench/recipe.py                          # demo shop, the recipe's epochs
     python bench/recipe.py --shape long_no_repeat --epochs 15
     python bench/recipe.py --data FILE --knobs dim,lr
+    python bench/recipe.py --live --knobs dropout,lr,schedule
 """
 
 from __future__ import annotations
@@ -33,11 +36,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.models import build_model  # noqa: E402
-from core.recipe import recipe_for  # noqa: E402
+from core.recipe import live, recipe_for  # noqa: E402
 from core.train import train_model  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "recipe.json"
-KNOBS = ("dim", "dropout", "lr", "layers", "student_lr")
+KNOBS = ("dim", "dropout", "lr", "layers", "schedule", "student_lr")
 
 
 def variants(plan, knobs: tuple[str, ...]):
@@ -53,6 +56,9 @@ def variants(plan, knobs: tuple[str, ...]):
     if "lr" in knobs:
         for lr in (tt.lr / 2, tt.lr * 2):
             yield "teacher", "lr", lr, t, replace(tt, lr=lr), False
+    if "schedule" in knobs:
+        other = "constant" if tt.lr_schedule == "linear" else "linear"
+        yield "teacher", "schedule", other, t, replace(tt, lr_schedule=other), False
     if "layers" in knobs and t.family == "sasrec":
         for layers in (max(1, t.layers - 1), t.layers + 1):
             if layers != t.layers:
@@ -71,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--knobs", default=",".join(KNOBS))
     p.add_argument("--epochs", type=int, help="cap on every variant's epochs (default: recipe)")
+    p.add_argument("--live", action="store_true", help="around the live demo's recipe")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     knobs = tuple(k for k in args.knobs.split(",") if k)
@@ -79,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown knob(s) {sorted(unknown)}; choose from {', '.join(KNOBS)}")
     started = time.perf_counter()
     data = load(args)
-    plan = recipe_for(data)
+    plan = live(recipe_for(data)) if args.live else recipe_for(data)
     print(f"{data.name}: {data.n_users:,} users, {data.n_items:,} items", flush=True)
     rows = []
     for model_kind, knob, value, model_config, train_config, is_recipe in variants(plan, knobs):

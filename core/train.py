@@ -30,6 +30,8 @@ from core.models import Batch, Recommender
 from core.models.softmax import LOSS_MODES, PROPOSALS, NegativeSampler, SoftmaxLoss
 from core.teacher_cache import DEFAULT_BUDGET_BYTES, TeacherCache, candidate_rows, distill_mask
 
+LR_SCHEDULES = ("constant", "linear")
+
 MAX_LR = 10.0
 # More shared negatives than this cost more than a chunked exact loss would on any catalog
 # where sampling is worth it, and [rows, M] logits start to rival the full ones.
@@ -56,6 +58,10 @@ class TrainConfig:
     softmax_negatives: M, items drawn per batch and shared by every row in "sampled" mode
                 (and for a distilled student's candidates in "chunked" mode).
     softmax_proposal: q of those draws: "popularity" ((count + 1)^0.75) or "uniform".
+    lr_schedule: "constant", or "linear": the rate falls linearly over the epochs, from lr in
+                the first to lr / epochs in the last (torch's LinearLR, stepped each epoch).
+                Meant for a fixed number of epochs (the live demo), where it lands the
+                weights in a flatter spot than a constant rate stopped at the same epoch.
     """
 
     epochs: int = 30
@@ -71,6 +77,7 @@ class TrainConfig:
     loss: str = "full"
     softmax_negatives: int = 1024
     softmax_proposal: str = "popularity"
+    lr_schedule: str = "constant"
 
     def validate(self) -> TrainConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.negatives < 1:
@@ -94,6 +101,10 @@ class TrainConfig:
         if self.teacher_cache_mb < 1:
             raise ConfigError(
                 f"teacher_cache_mb must be at least 1 (MB); got {self.teacher_cache_mb}."
+            )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {self.lr_schedule!r}."
             )
         if self.loss not in LOSS_MODES:
             raise ConfigError(f"loss must be one of {', '.join(LOSS_MODES)}; got {self.loss!r}.")
@@ -302,6 +313,14 @@ def train_model(
     notes = objective.notes
 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = None
+    if config.lr_schedule == "linear" and config.epochs > 1:
+        schedule = torch.optim.lr_scheduler.LinearLR(
+            optimizer,
+            start_factor=1.0,
+            end_factor=1.0 / config.epochs,
+            total_iters=config.epochs - 1,
+        )
     best_ndcg, best_epoch, best_state = -1.0, 0, None
     history: list[EpochReport] = []
     stopped_early = False
@@ -332,6 +351,8 @@ def train_model(
                 "There is nothing to train on: no user has two training interactions."
             )
 
+        if schedule is not None:
+            schedule.step()
         val = validation_metrics(model, data)
         improved = val["ndcg@10"] > best_ndcg
         if improved:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -136,8 +137,9 @@ def test_home_demo_runs_to_the_end_with_a_synchronous_runner(home, monkeypatch):
     assert runs["student"].config["distill"]["method"] == "combined"
     # DISTILLERY_DEMO_EPOCHS caps the presets
     assert all(r.config["train"]["epochs"] == 1 for r in runs.values())
-    # The dataset's recipe, as `python -m core run` uses it.
-    expected = forms.demo_plan(None, forms.presets(dataset)).teacher.to_dict()["model"]
+    # The dataset's live recipe, as `python -m core run` uses it.
+    live = recipe.live(forms.presets(dataset))
+    expected = forms.demo_plan(None, live).teacher.to_dict()["model"]
     assert runs["teacher"].config["model"] == expected
     assert {r.plan_id for r in runs.values()} == {store.list_plans()[0].id}
 
@@ -163,8 +165,12 @@ def test_demo_plan_uses_the_presets_and_caps_epochs():
     assert capped.teacher.model == full.teacher.model
     # The one-click demo: the recipe's models, a fixed short training (no early stop).
     demo = forms.demo_plan(None, recipe.live(forms.presets(None)))
-    assert demo.teacher.model == full.teacher.model
-    assert demo.students[0].model == full.students[0].model
+    lighter = min(full.teacher.model.dropout, recipe.LIVE_MAX_DROPOUT)
+    assert demo.teacher.model == replace(full.teacher.model, dropout=lighter)
+    assert demo.students[0].model.dim == full.students[0].model.dim
+    assert demo.students[0].model == demo.students[1].model  # the twin is the same student
+    assert demo.teacher.train.lr == pytest.approx(recipe.LIVE_LR_FACTOR * full.teacher.train.lr)
+    assert demo.teacher.train.lr_schedule == "linear"
     assert demo.teacher.train.epochs == demo.teacher.train.min_epochs == min(
         full.teacher.train.epochs, recipe.LIVE_TEACHER_EPOCHS
     )
