@@ -17,7 +17,9 @@ reload, a second tab or a server restart never loses the demo. Pages call:
 The ETA is never a fixed claim. A running run's remaining time is its mean measured epoch
 time times its epochs left; a run that has not started yet is costed with the epoch times
 measured for a run of the same shape (model, training and whether it distills) on the same
-dataset, else with the measured epoch time of the run it waits for (flagged as estimated).
+dataset, else with the measured epoch time of the run it waits for, scaled by the square
+root of their parameter ratio and by how much more a distilled epoch costs (flagged as
+estimated; `_epoch_scale`).
 Epochs left are counted up to each run's configured maximum (early stopping may end a run
 sooner). The runs are then scheduled on the given number of worker threads, dependencies
 respected. Until some epoch has been measured there is no ETA.
@@ -292,6 +294,49 @@ def _shape(run: RunRecord) -> str:
     return json.dumps([run.model, config.get("model"), train, distills], sort_keys=True)
 
 
+# A distilled epoch's cost over its twin's (the teacher's outputs are precomputed once,
+# core.teacher_cache; its soft and hard terms still cost a pass over the catalog): 1.75x on
+# the demo shop, bench/distill.py's epoch_seconds.
+DISTILLED_EPOCH_FACTOR = 1.75
+
+
+def _dataset_size(store: Store, dataset_id: int) -> tuple[int, int] | None:
+    try:
+        record = store.get_dataset(dataset_id)
+    except StoreError:
+        return None
+    return record.n_users, record.n_items
+
+
+def _params(run: RunRecord, sizes: tuple[int, int] | None) -> int | None:
+    if run.num_params:
+        return run.num_params
+    if sizes is None or not isinstance(run.config.get("model"), dict):
+        return None
+    try:
+        return count_parameters(ModelConfig.from_dict(run.config["model"]), *sizes)
+    except (ConfigError, TypeError, ValueError):
+        return None
+
+
+def _epoch_scale(run: RunRecord, reference: RunRecord, sizes: tuple[int, int] | None) -> float:
+    """An estimate of ``run``'s epoch time over ``reference``'s measured one, for a run of a
+    shape never measured: the square root of their parameter ratio (an epoch visits the same
+    batches and validates the same users whatever the model; its matrix products grow with
+    the width, the rest does not: on the demo shop a twin with 15% of its teacher's
+    parameters took 31% of its epoch time, sqrt gives 39%), times `DISTILLED_EPOCH_FACTOR`
+    when one distills and the other does not. Always shown as an estimate."""
+    ours, theirs = _params(run, sizes), _params(reference, sizes)
+    scale = math.sqrt(ours / theirs) if ours and theirs else 1.0
+
+    def distills(r: RunRecord) -> bool:
+        return (r.config.get("distill") or {}).get("method", Method.NONE) != Method.NONE
+
+    if distills(run) != distills(reference):
+        scale *= DISTILLED_EPOCH_FACTOR if distills(run) else 1 / DISTILLED_EPOCH_FACTOR
+    return scale
+
+
 def _max_epochs(run: RunRecord) -> int:
     return int((run.config.get("train") or {}).get("epochs") or 1)
 
@@ -336,12 +381,12 @@ def _eta(
         if found is not None:
             by_shape[_shape(run)] = (*found, run.status == Status.SUCCEEDED)
     # Without a run of its own shape, a run is costed at the epoch time of the run it waits
-    # for (else the longest-measured one), unscaled: every epoch visits the same batches and
-    # validates on the same users, so on the demo a student's epoch took 45-80% of its
-    # 10x larger teacher's, far from the parameter ratio (bench/demo.py's ETA samples).
+    # for (else the longest-measured one), scaled by `_epoch_scale`.
     measured_runs = [(r, m) for r in (*runs, *others) if (m := measured(r)) is not None]
     longest = max(measured_runs, key=lambda pair: pair[1][1], default=None)
     by_id = {r.id: m for r, m in measured_runs}
+    by_run = {r.id: r for r, _ in measured_runs}
+    sizes = _dataset_size(store, plan.dataset_id)
     estimated = False
     remaining: dict[int, float] = {}
     for run in left:
@@ -358,8 +403,12 @@ def _eta(
             per_epoch, epochs_seen, finished = like
             epochs = min(total, epochs_seen) if finished else total
         elif run.depends_on_run_id in by_id or longest is not None:
-            reference = by_id.get(run.depends_on_run_id) or longest[1]
-            per_epoch, epochs, estimated = reference[0], total, True
+            if run.depends_on_run_id in by_id:
+                ref_run, reference = by_run[run.depends_on_run_id], by_id[run.depends_on_run_id]
+            else:
+                ref_run, reference = longest
+            scale = _epoch_scale(run, ref_run, sizes)
+            per_epoch, epochs, estimated = reference[0] * scale, total, True
         else:
             return None, False
         cost = per_epoch * epochs

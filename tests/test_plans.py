@@ -9,8 +9,9 @@ student can check that it was handed its teacher.
 
 from __future__ import annotations
 
+import math
 import threading
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -421,6 +422,35 @@ def test_the_eta_comes_from_measured_epoch_times(store, dataset_id):
     assert one.eta_seconds == pytest.approx(24 + 3 + 3, abs=0.5)
     assert not one.eta_estimated
     assert plans.view(store, plan.id, workers=2).eta_seconds == pytest.approx(24 + 3, abs=0.5)
+
+
+def test_an_unmeasured_student_is_costed_from_its_teacher_by_size_and_distillation(
+    store, dataset_id
+):
+    """Before any student has trained, its epoch is estimated from its teacher's measured
+    one: sqrt of the parameter ratio, times DISTILLED_EPOCH_FACTOR for the distilled one."""
+    big = ModelConfig(family="sasrec", dim=64, layers=2, heads=2, max_len=20, dropout=0.3)
+    small = replace(big, dim=16, layers=1)
+    distilled = {"model": asdict(small), "train": {"epochs": 4}, "distill": {"method": "soft"}}
+    twin = {"model": asdict(small), "train": {"epochs": 4}}
+    steps = demo_steps(dataset_id, model=asdict(big), train={"epochs": 2})
+    steps[2] = replace(steps[2], spec=replace(steps[2].spec, config=distilled))
+    steps[3] = replace(steps[3], spec=replace(steps[3].spec, config=twin))
+    plan, (popularity, teacher, *_) = store.create_plan("demo", "demo", dataset_id, steps)
+    store.claim_run("w", 30)
+    store.set_status(popularity.id, "succeeded", owner="w")
+    store.claim_run("w", 30)
+    store.add_epoch(teacher.id, 1, 0.5, seconds=10.0)
+    record = store.get_dataset(dataset_id)
+    ratio = math.sqrt(
+        count_parameters(small, record.n_users, record.n_items)
+        / count_parameters(big, record.n_users, record.n_items)
+    )
+    assert 0.2 < ratio < 0.6
+    view = plans.view(store, plan.id, workers=1)
+    # Teacher: one epoch left (10 s); then the distilled student and its twin, 4 epochs each.
+    expected = 10 + 4 * 10 * ratio * plans.DISTILLED_EPOCH_FACTOR + 4 * 10 * ratio
+    assert view.eta_seconds == pytest.approx(expected, rel=0.02) and view.eta_estimated
 
 
 def sweep_teacher(store: Store, dataset_id: int, status: str = "succeeded") -> int:
