@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from core.train import TrainConfig
 from tests.helpers import faults
 from tests.helpers.waiting import WAIT_S, training, wait_until
 
+ROOT = Path(__file__).resolve().parent.parent
 LONG = RunSpec(
     name="long-mf",
     role="teacher",
@@ -73,11 +76,12 @@ def _pid(backend: ProcessBackend, run_id: int) -> int:
 
 
 def _gone(pid: int) -> bool:
+    """The process has exited (a zombie no one has reaped yet counts as gone)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return True
-    return False
+    return state in ("Z", "X")
 
 
 def test_the_app_trains_runs_in_processes_unless_told_threads_or_ray(monkeypatch):
@@ -185,9 +189,9 @@ def test_stopping_the_app_ends_its_runs_interrupted_and_leaves_no_process(home, 
         run_id = submit_run(manager, dataset_id, LONG)
         pid = _pid(backend, run_id)
         wait_until(
-            lambda: manager.progress(run_id).message == "stuck"
-            if stuck
-            else training(manager, run_id),
+            lambda: (
+                manager.progress(run_id).message == "stuck" if stuck else training(manager, run_id)
+            ),
             "the run is under way",
         )
         manager.shutdown(wait=True, interrupt=True)
@@ -214,3 +218,45 @@ def test_a_runner_that_cannot_travel_fails_its_run_with_a_sentence(home):
             run_id = submit_run(manager, dataset_id, LONG)
             assert manager.wait(run_id, WAIT_S) == "failed"
         assert "module level" in store.get_run(run_id).error
+
+
+APP = """
+import sys, time
+from core.jobs import JobManager
+from core.process_backend import ProcessBackend
+from core.runner import submit_run, training_runner
+from core.store import Store
+from tests.helpers import faults
+from tests.test_process_backend import LONG
+from tests.helpers.waiting import training, wait_until
+
+store = Store()
+backend = ProcessBackend()
+manager = JobManager(store, training_runner, workers=1, lease_s=2.0, backend=backend)
+run_id = submit_run(manager, faults.tiny_dataset(store), LONG)
+wait_until(lambda: training(manager, run_id), "the run trains")
+print("RUNNING", run_id, backend.in_flight()[run_id], flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_app_takes_its_training_processes_with_it(home):
+    """The app is killed (SIGKILL: no clean-up of its own): its training process notices
+    within a second and stops, and the run ends interrupted once its lease runs out."""
+    app = subprocess.Popen([sys.executable, "-c", APP], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        line = app.stdout.readline().split()
+        assert line and line[0] == "RUNNING", line
+        run_id, child = int(line[1]), int(line[2])
+        app.kill()
+        app.wait(WAIT_S)
+        wait_until(lambda: _gone(child), "the orphaned training process has stopped", 15)
+    finally:
+        if app.poll() is None:
+            app.kill()
+    time.sleep(2.5)  # the lease (2 s) runs out
+    with Store() as store, JobManager(store, training_runner, workers=0) as manager:
+        assert run_id in manager.recovered
+        run = store.get_run(run_id)
+        assert run.status == "interrupted" and run.checkpoint_path is None
+    assert faults.temp_files() == []
