@@ -27,6 +27,7 @@ respected. Until some epoch has been measured there is no ETA.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -313,8 +314,14 @@ def _params(run: RunRecord, sizes: tuple[int, int] | None) -> int | None:
         return run.num_params
     if sizes is None or not isinstance(run.config.get("model"), dict):
         return None
+    return _config_params(json.dumps(run.config["model"], sort_keys=True), *sizes)
+
+
+@functools.lru_cache(maxsize=256)
+def _config_params(model_json: str, n_users: int, n_items: int) -> int | None:
+    """A waiting run's parameter count (Home's ETA asks for it at every poll)."""
     try:
-        return count_parameters(ModelConfig.from_dict(run.config["model"]), *sizes)
+        return count_parameters(ModelConfig.from_dict(json.loads(model_json)), n_users, n_items)
     except (ConfigError, TypeError, ValueError):
         return None
 

@@ -48,7 +48,7 @@ from core import settings
 from core.enums import Family
 from core.errors import ConfigError
 from core.records import RunRecord
-from core.remote_run import RemoteRun, finish, serve_claimed
+from core.remote_run import RemoteRun, finish, serve_claimed, wait_with_grace
 
 if TYPE_CHECKING:
     from core.jobs import JobManager
@@ -152,21 +152,19 @@ class ProcessBackend:
     def _wait(self, proc: subprocess.Popen, cancel: threading.Event) -> None:
         """Until the process ends; after a cancel, give it `cancel_grace_s` to end by itself,
         then terminate it."""
-        cancelled_at: float | None = None
-        while True:
+
+        def force() -> None:
+            log.info("terminating the training process of a run that did not stop by itself")
+            _stop(proc)
+
+        def ended(timeout: float) -> bool:
             try:
-                proc.wait(_WAIT_S)
-                return
+                proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                pass
-            if not cancel.is_set():
-                continue
-            now = time.monotonic()
-            cancelled_at = now if cancelled_at is None else cancelled_at
-            if now - cancelled_at >= self.cancel_grace_s:
-                log.info("terminating the training process of a run that did not stop by itself")
-                _stop(proc)
-                return
+                return False
+            return True
+
+        wait_with_grace(ended, cancel, self.cancel_grace_s, force, _WAIT_S)
 
 
 def _child_environment() -> dict[str, str]:

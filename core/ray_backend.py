@@ -52,14 +52,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from core.enums import Family, Role
 from core.errors import ConfigError
 from core.records import RunRecord
-from core.remote_run import RemoteRun, finish, serve_claimed
+from core.remote_run import RemoteRun, finish, serve_claimed, wait_with_grace
 from core.settings import RAY_ADDRESS_ENV
 
 if TYPE_CHECKING:
@@ -171,17 +170,16 @@ class RayBackend:
     def _wait(self, ref: Any, cancel: threading.Event) -> None:
         """Until the task ends; after a cancel, give it `cancel_grace_s` to end by itself,
         then end it with ``ray.cancel``."""
-        cancelled_at: float | None = None
-        while not self._ray.wait([ref], timeout=_WAIT_S)[0]:
-            if not cancel.is_set():
-                continue
-            now = time.monotonic()
-            cancelled_at = now if cancelled_at is None else cancelled_at
-            if now - cancelled_at >= self.cancel_grace_s:
-                log.info("cancelling the Ray task of a run that did not stop by itself")
-                self._ray.cancel(ref, force=True)
-                self._ray.wait([ref])  # its end (an error) comes from ray.get
-                return
+
+        def force() -> None:
+            log.info("cancelling the Ray task of a run that did not stop by itself")
+            self._ray.cancel(ref, force=True)
+            self._ray.wait([ref])  # its end (an error) comes from ray.get
+
+        def ended(timeout: float) -> bool:
+            return bool(self._ray.wait([ref], timeout=timeout)[0])
+
+        wait_with_grace(ended, cancel, self.cancel_grace_s, force, _WAIT_S)
 
     def _finish(
         self, manager: JobManager, run_id: int, executing: _Executing, error: BaseException | None

@@ -21,7 +21,9 @@ import importlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +65,6 @@ class RemoteRun:
             threads=threads,
         )
 
-
     # ------------------------------------------------------------ as JSON (processes)
     def to_json(self) -> str:
         """This call as JSON, the runner named by its import path (a module-level function,
@@ -85,7 +86,9 @@ def runner_reference(runner: Runner) -> dict[str, Any]:
     target = runner if callable(runner) and hasattr(runner, "__qualname__") else type(runner)
     path = f"{target.__module__}:{target.__qualname__}"
     if "<" in target.__qualname__:
-        raise ValueError(f"The runner {path} is not importable by name (define it at module level).")
+        raise ValueError(
+            f"The runner {path} is not importable by name (define it at module level)."
+        )
     if target is runner:
         return {"path": path}
     if dataclasses.is_dataclass(runner):
@@ -152,6 +155,27 @@ def serve_claimed(call: RemoteRun) -> str:
         finally:
             manager.shutdown(wait=True)
         return store.get_run(call.run_id).status
+
+
+def wait_with_grace(
+    ended: Callable[[float], bool],
+    cancel: threading.Event,
+    grace_s: float,
+    force: Callable[[], None],
+    poll_s: float = 0.5,
+) -> None:
+    """Until ``ended(poll_s)`` (which waits up to ``poll_s`` for the other process) says it
+    has ended; once ``cancel`` is set, give it ``grace_s`` to end by itself, then ``force``
+    its end and return."""
+    cancelled_at: float | None = None
+    while not ended(poll_s):
+        if not cancel.is_set():
+            continue
+        now = time.monotonic()
+        cancelled_at = now if cancelled_at is None else cancelled_at
+        if now - cancelled_at >= grace_s:
+            force()
+            return
 
 
 def finish(

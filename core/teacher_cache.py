@@ -185,12 +185,12 @@ class TeacherCache:
             scores = per_window[positions.nonzero(as_tuple=True)[0]]
         return scores, mask
 
-    def _rows_of(self, idx: np.ndarray) -> torch.Tensor:
-        """Cache rows of windows ``idx`` (each window's rows, in order) or of users ``idx``."""
+    def _rows_of(self, idx: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> torch.Tensor:
+        """Cache rows of windows ``idx`` (each window's rows, in order; ``starts`` and
+        ``counts`` per window) or of users ``idx``."""
         if not self.per_position:
             return torch.from_numpy(idx)
-        starts = self.row_start.cpu().numpy()[idx]
-        counts = self.inputs.shape[1] - self.first_col.cpu().numpy()[idx]
+        starts, counts = starts[idx], counts[idx]
         offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
         return torch.from_numpy(np.repeat(starts, counts) + offsets)
 
@@ -204,10 +204,15 @@ class TeacherCache:
             self.topk = torch.zeros(n, k, dtype=torch.int32, device=self.device)
             self.topk_scores = torch.zeros(n, k, device=self.device)
             self.log_partition = torch.zeros(n, device=self.device)
+        if self.per_position:
+            starts = self.row_start.cpu().numpy()
+            counts = self.inputs.shape[1] - self.first_col.cpu().numpy()
+        else:
+            starts = counts = np.empty(0, dtype=np.int64)
         try:
             for idx in self._chunks():
                 scores, mask = self._teacher_rows(idx)
-                rows = self._rows_of(idx).to(self.device)
+                rows = self._rows_of(idx, starts, counts).to(self.device)
                 if self.mode == "full":
                     self.scores[rows] = scores.float()
                     continue
