@@ -227,6 +227,7 @@ def experiment_specs(
             beta=args.beta,
             top_k=args.top_k,
             lam=args.lam,
+            teacher_init=args.teacher_init or None,
         )
     )
     return teacher, student_specs(student_model, student_train, methods, **knobs)
@@ -257,6 +258,12 @@ def add_experiment_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beta", type=float, help="hard targets: weight b; " + recipe)
     parser.add_argument("--top-k", type=int, help="teacher top-K for hard/ranking/listwise")
     parser.add_argument("--lam", type=float, help="ranking distillation position decay lambda")
+    parser.add_argument(
+        "--teacher-init",
+        action="store_true",
+        help="start each distilled student's item table from the teacher's leading principal "
+        "directions (core.embedding_init)",
+    )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--json", type=Path, help="write the result rows to this JSON file")
 

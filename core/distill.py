@@ -97,7 +97,11 @@ def _membership(indices: Tensor, n_items: int) -> Tensor:
 
 
 def soft_target_kl(
-    z_s: Tensor, z_t: Tensor, temperature: float, mask: Tensor | None = None
+    z_s: Tensor,
+    z_t: Tensor,
+    temperature: float,
+    mask: Tensor | None = None,
+    log_partition: Tensor | None = None,
 ) -> Tensor:
     """Hinton et al. 2015 soft-target term: ``T^2 * KL(softmax(z_t/T) || softmax(z_s/T))``.
 
@@ -110,6 +114,9 @@ def soft_target_kl(
             shrinking like ``1/T^2``.
         mask: optional boolean ``[B, C]``; True items (e.g. the user's training items) are
             removed from both distributions before the softmax.
+        log_partition: optional ``[B]`` ``logsumexp(z_s)`` already computed (with grad) by
+            the task loss; used at T=1 without a mask, where it is the student's
+            log-partition, so the catalog is not read a second time for it.
 
     Returns:
         Scalar: the KL summed over items, averaged over the batch. A row whose items are all
@@ -122,20 +129,43 @@ def soft_target_kl(
         raise ConfigError(f"The distillation temperature must be positive (got {temperature}).")
     mask = _check_mask(z_s, mask)
     z_t = z_t.detach()
-    s = z_s / temperature
-    t = z_t.to(z_s.dtype) / temperature
-    if mask is not None:
-        # A finite fill (not -inf) keeps fully masked rows and their gradients free of NaN;
-        # exp() of it is exactly 0, so the masked items leave both softmaxes.
-        fill = torch.finfo(s.dtype).min
-        s = s.masked_fill(mask, fill)
-        t = t.masked_fill(mask, fill)
+    s = _over_t(z_s, temperature)
+    t = _over_t(z_t.to(z_s.dtype), temperature)
+    if mask is None:
+        # KL = sum p_t log p_t - sum p_t s + logsumexp(s), as sum p_t = 1: the student side
+        # is one log-partition (shared with the task loss at T=1) and one row dot product.
+        log_pt = F.log_softmax(t, dim=1)
+        pt = log_pt.exp()
+        log_z = _student_log_partition(s, temperature, log_partition)
+        neg_entropy = (pt * log_pt).sum(dim=1)
+        cross = torch.bmm(pt.unsqueeze(1), s.unsqueeze(2)).reshape(-1)
+        return temperature**2 * (neg_entropy - cross + log_z).mean()
+    # A finite fill (not -inf) keeps fully masked rows and their gradients free of NaN;
+    # exp() of it is exactly 0, so the masked items leave both softmaxes.
+    fill = torch.finfo(s.dtype).min
+    s = s.masked_fill(mask, fill)
+    t = t.masked_fill(mask, fill)
     log_ps = F.log_softmax(s, dim=1)
     log_pt = F.log_softmax(t, dim=1)
-    terms = log_pt.exp() * (log_pt - log_ps)
-    if mask is not None:
-        terms = terms.masked_fill(mask, 0.0)
+    terms = (log_pt.exp() * (log_pt - log_ps)).masked_fill(mask, 0.0)
     return temperature**2 * terms.sum(dim=1).mean()
+
+
+def _over_t(scores: Tensor, temperature: float) -> Tensor:
+    """``scores / T``; at T=1 the scores themselves (no catalog-sized copy, in either pass)."""
+    return scores if temperature == 1 else scores / temperature
+
+
+def _student_log_partition(s: Tensor, temperature: float, given: Tensor | None) -> Tensor:
+    """``logsumexp(s)`` per row: the task loss's (``given``) when it is the same one (T=1)."""
+    if given is not None and temperature == 1:
+        if given.shape != s.shape[:1]:
+            raise ValueError(
+                f"The student's log-partition must be [B] with B={s.shape[0]}; got "
+                f"{tuple(given.shape)}."
+            )
+        return given
+    return torch.logsumexp(s, dim=1)
 
 
 @dataclass(frozen=True)
@@ -184,6 +214,7 @@ def soft_target_kl_topk(
     targets: TeacherTargets,
     mask: Tensor | None = None,
     log_weight: Tensor | None = None,
+    log_partition: Tensor | None = None,
 ) -> Tensor:
     """The soft term from the teacher's top-K' and log-partition (no full teacher scores).
 
@@ -198,20 +229,27 @@ def soft_target_kl_topk(
     the catalog, and column ``c`` stands for ``exp(log_weight[c])`` catalog items in the
     student's partition (1 for an exact column, ``1 / (M q_j)`` for a sampled one), so
     ``log Z_s ≈ logsumexp(z_s / T + log_weight)``: the sampled-softmax (logQ) estimate.
+
+    ``log_partition``: as in :func:`soft_target_kl` (the task loss's ``logsumexp(z_s)``,
+    used at T=1 when nothing is masked or weighted).
     """
     temperature = targets.temperature
     mask = _check_mask(z_s, mask)
-    s = z_s / temperature
+    s = _over_t(z_s, temperature)
     if mask is not None:
         s = s.masked_fill(mask, torch.finfo(s.dtype).min)
-    partition_terms = s
-    if log_weight is not None:
-        partition_terms = s + log_weight.to(s)
-        if mask is not None:
-            partition_terms = partition_terms.masked_fill(mask, torch.finfo(s.dtype).min)
     topk = targets.topk.to(z_s.device, torch.long)
     # One pass over the catalog (the student's log-partition); everything else is [N, K'].
-    log_ps = s.gather(1, topk) - torch.logsumexp(partition_terms, dim=1, keepdim=True)
+    if mask is None and log_weight is None:
+        log_z = _student_log_partition(s, temperature, log_partition)
+    else:
+        partition_terms = s
+        if log_weight is not None:
+            partition_terms = s + log_weight.to(s)
+            if mask is not None:
+                partition_terms = partition_terms.masked_fill(mask, torch.finfo(s.dtype).min)
+        log_z = torch.logsumexp(partition_terms, dim=1)
+    log_ps = s.gather(1, topk) - log_z[:, None]
     log_pt = targets.topk_scores.to(s.dtype) / temperature - targets.log_partition.to(s)[:, None]
     pt = log_pt.exp()
     top_terms = (pt * (log_pt - log_ps)).sum(dim=1)
@@ -569,6 +607,9 @@ class DistillConfig:
     mu: float = 0.1  # ranking: sharpness of the dynamic weight tanh(mu * rank gap)
     weight: float = 1.0  # l: weight of the ranking / listwise term
     n_sampled: int = 50  # listwise: uninteresting items sampled into every denominator
+    # Start the student's item table from the teacher's leading principal directions
+    # (core.embedding_init) instead of random weights; any method.
+    teacher_init: bool = False
 
     def validate(self) -> DistillConfig:
         """Raise ConfigError with one clear sentence for a bad value; return self if valid."""
@@ -596,6 +637,8 @@ class DistillConfig:
             )
         if not isinstance(self.dynamic, bool):
             raise ConfigError(f"'dynamic' must be true or false (got {self.dynamic!r}).")
+        if not isinstance(self.teacher_init, bool):
+            raise ConfigError(f"'teacher_init' must be true or false (got {self.teacher_init!r}).")
         return self
 
 
@@ -639,24 +682,29 @@ class DistillMethod:
     description: str
     formula: str
     needs_teacher: bool
-    # (z_s, TeacherTargets, config, mask=, sampled=, generator=, candidates=) -> {name: term}
+    # (z_s, TeacherTargets, config, mask=, sampled=, generator=, candidates=, log_z=)
+    #   -> {name: term}
     terms: TermFn
     combine: CombineFn  # (task, terms, config) -> total loss
     sampled: str = "nothing: no term reads the catalog."
 
 
-def _no_terms(z_s, t, config, *, mask, sampled, generator, candidates) -> dict[str, Tensor]:
+def _no_terms(z_s, t, config, *, mask, sampled, generator, candidates, log_z) -> dict[str, Tensor]:
     return {}
 
 
 def _soft(
-    z_s: Tensor, t: TeacherTargets, mask: Tensor | None, candidates: Candidates | None
+    z_s: Tensor,
+    t: TeacherTargets,
+    mask: Tensor | None,
+    candidates: Candidates | None,
+    log_z: Tensor | None,
 ) -> Tensor:
     if candidates is not None:
         return soft_target_kl_topk(z_s, t, mask=mask, log_weight=candidates.log_weight)
     if t.scores is not None:
-        return soft_target_kl(z_s, t.scores, t.temperature, mask=mask)
-    return soft_target_kl_topk(z_s, t, mask=mask)
+        return soft_target_kl(z_s, t.scores, t.temperature, mask=mask, log_partition=log_z)
+    return soft_target_kl_topk(z_s, t, mask=mask, log_partition=log_z)
 
 
 def _hard(z_s, t, config, mask, candidates) -> Tensor:
@@ -664,22 +712,30 @@ def _hard(z_s, t, config, mask, candidates) -> Tensor:
     return hard_target_bce(z_s, t.first(config.top_k), negatives=negatives, mask=mask)
 
 
-def _soft_terms(z_s, t, config, *, mask, sampled, generator, candidates) -> dict[str, Tensor]:
-    return {"soft": _soft(z_s, t, mask, candidates)}
+def _soft_terms(
+    z_s, t, config, *, mask, sampled, generator, candidates, log_z
+) -> dict[str, Tensor]:
+    return {"soft": _soft(z_s, t, mask, candidates, log_z)}
 
 
-def _hard_terms(z_s, t, config, *, mask, sampled, generator, candidates) -> dict[str, Tensor]:
+def _hard_terms(
+    z_s, t, config, *, mask, sampled, generator, candidates, log_z
+) -> dict[str, Tensor]:
     return {"hard": _hard(z_s, t, config, mask, candidates)}
 
 
-def _combined_terms(z_s, t, config, *, mask, sampled, generator, candidates) -> dict[str, Tensor]:
+def _combined_terms(
+    z_s, t, config, *, mask, sampled, generator, candidates, log_z
+) -> dict[str, Tensor]:
     return {
-        "soft": _soft(z_s, t, mask, candidates),
+        "soft": _soft(z_s, t, mask, candidates, log_z),
         "hard": _hard(z_s, t, config, mask, candidates),
     }
 
 
-def _ranking_terms(z_s, t, config, *, mask, sampled, generator, candidates) -> dict[str, Tensor]:
+def _ranking_terms(
+    z_s, t, config, *, mask, sampled, generator, candidates, log_z
+) -> dict[str, Tensor]:
     mode = "dynamic" if config.dynamic else "static"
     topk = t.first(config.top_k)
     log_weight = None if candidates is None else candidates.log_weight
@@ -690,7 +746,9 @@ def _ranking_terms(z_s, t, config, *, mask, sampled, generator, candidates) -> d
     }
 
 
-def _listwise_terms(z_s, t, config, *, mask, sampled, generator, candidates) -> dict[str, Tensor]:
+def _listwise_terms(
+    z_s, t, config, *, mask, sampled, generator, candidates, log_z
+) -> dict[str, Tensor]:
     topk = t.first(config.top_k).to(z_s.device, torch.long)
     if sampled is None and candidates is not None:
         # The shared negatives were drawn i.i.d.: their first n_sampled are a random subset.
@@ -781,6 +839,7 @@ def distillation_loss(
     sampled: Tensor | None = None,
     generator: torch.Generator | None = None,
     candidates: Candidates | None = None,
+    log_partition: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Total training loss of a student and each of its named terms, for logging.
 
@@ -816,6 +875,9 @@ def distillation_loss(
             ``sampled`` field): ``z_s`` holds candidate scores, ``z_t`` must be the
             :class:`TeacherTargets` whose ``topk`` are candidate *columns*, ``mask`` marks
             masked or duplicate columns.
+        log_partition: optional ``[B]`` ``logsumexp(z_s)`` with grad, from a full-softmax
+            task loss: the soft term reuses it at T=1 when nothing is masked (the same
+            value, one catalog pass fewer).
 
     Returns:
         ``(total, terms)``; ``terms`` holds ``"task"``, each method's unweighted term(s)
@@ -840,7 +902,14 @@ def distillation_loss(
             z_t = TeacherTargets.from_scores(z_t, k, config.temperature, mask=mask)
     mask = _check_mask(z_s, mask)
     terms = method.terms(
-        z_s, z_t, config, mask=mask, sampled=sampled, generator=generator, candidates=candidates
+        z_s,
+        z_t,
+        config,
+        mask=mask,
+        sampled=sampled,
+        generator=generator,
+        candidates=candidates,
+        log_z=log_partition,
     )
     total = method.combine(task_loss, terms, config)
     named = {"task": task_loss, **terms, "total": total}

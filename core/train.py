@@ -23,6 +23,7 @@ import torch
 
 from core.dataset import InteractionData
 from core.distill import DistillConfig, distillation_loss
+from core.embedding_init import init_from_teacher
 from core.enums import Method
 from core.errors import ConfigError, TrainingCancelled, TrainingDiverged
 from core.metrics import evaluate
@@ -218,6 +219,8 @@ class Objective:
         self.cache = None
         if distilling:
             teacher.to(model.device).eval().requires_grad_(False)
+            if self.distill.teacher_init:
+                self.notes.append(init_from_teacher(model, teacher))
             # The frozen teacher's outputs never change: score every training row once.
             self.cache = TeacherCache(
                 teacher,
@@ -255,6 +258,7 @@ class Objective:
                 self.distill,
                 mask=mask,
                 generator=self.generator,
+                log_partition=step.log_partition,
             )
         scores, mask, targets, candidates = candidate_rows(
             self.model, batch, step, self.cache.targets(batch, step, None), self.data.masks_history

@@ -85,6 +85,7 @@ def test_knobs_follow_the_method_and_the_family_sizes(seeded_home):
     assert labels == {"Teacher top-K", "Position decay lambda", "Term weight l",
                       "Dynamic sharpness mu"}  # fmt: skip
     assert at.checkbox(key="student_dynamic").value is False
+    assert at.checkbox(key="student_teacher_init").value is False
     at.selectbox(key="student_family").set_value("mf").run()
     sizes = {
         n.key for n in at.number_input if n.key in {f"student_{f.name}" for f in forms.SIZE_FIELDS}
@@ -115,6 +116,7 @@ def test_submit_a_tiny_teacher_then_a_student_and_its_twin(seeded_home, monkeypa
     assert picker.value == ids["teacher"]  # the choice made before survives the rerun
     picker.set_value(new_teacher.id)
     set_numbers(at, "student", {**TINY_SIZES, **TINY_TRAIN})
+    at.checkbox(key="student_teacher_init").check()
     at.button(key="student_launch").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     runs = store.list_runs(teacher_run_id=new_teacher.id)
@@ -122,6 +124,7 @@ def test_submit_a_tiny_teacher_then_a_student_and_its_twin(seeded_home, monkeypa
     assert all(r.status == "succeeded" for r in runs), [r.error for r in runs]
     student = next(r for r in runs if r.role == "student")
     assert student.config["distill"]["method"] == "soft"
+    assert student.config["distill"]["teacher_init"] is True
     assert student.config["model"] == next(r for r in runs if r.role == "baseline").config["model"]
     # the seeded dataset already has a popularity run: no second one
     assert [r.id for r in store.list_runs(role="popularity")] == [ids["popularity"]]
@@ -196,7 +199,9 @@ def test_distill_config_keeps_only_the_methods_knobs():
         forms.distill_config("none")
     assert set(forms.METHOD_KNOBS) == {"soft", "hard", "combined", "ranking", "listwise"}
     for knobs in forms.METHOD_KNOBS.values():
-        assert all(k in forms.KNOB_FIELDS or k == "dynamic" for k in knobs)
+        assert all(k in forms.KNOB_FIELDS or k in ("dynamic", "teacher_init") for k in knobs)
+        assert "teacher_init" in knobs  # every method may start from the teacher's items
+    assert forms.distill_config("hard", teacher_init=True).teacher_init is True
 
 
 def test_model_and_train_configs_from_form_values():

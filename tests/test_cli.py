@@ -50,6 +50,7 @@ def test_run_prints_a_table_and_writes_json(home, tmp_path, capsys):
             "1",
             "--student-dim",
             "8",
+            "--teacher-init",
             "--json",
             str(out),
         ]
@@ -60,6 +61,19 @@ def test_run_prints_a_table_and_writes_json(home, tmp_path, capsys):
     rows = json.loads(out.read_text())
     assert [r["role"] for r in rows] == ["popularity", "teacher", "baseline", "student"]
     assert "teacher_kept" in rows[-1] and "student-combined" in capsys.readouterr().out
+
+
+def test_teacher_init_flag_reaches_the_students_only(home):
+    from core.cli import build_parser, experiment_specs
+    from core.pipeline import load_demo_dataset
+
+    data = load_demo_dataset(scale=0.05)
+    args = build_parser().parse_args(["run", "--demo-scale", "0.05", "--teacher-init"])
+    _, students = experiment_specs(args, data)
+    assert all(s.distill.teacher_init for s in students if s.role == "student")
+    assert not any(s.distill.teacher_init for s in students if s.role == "baseline")
+    plain = build_parser().parse_args(["run", "--demo-scale", "0.05"])
+    assert not any(s.distill.teacher_init for s in experiment_specs(plain, data)[1])
 
 
 def test_worker_with_max_runs_serves_the_queue_and_stops(home, capsys):

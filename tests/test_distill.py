@@ -111,6 +111,49 @@ def test_soft_kl_zero_when_equal_positive_otherwise():
     assert soft_target_kl(z, torch.randn(3, 20, generator=g), 2.0).item() > 1e-3
 
 
+def test_soft_kl_reuses_the_task_log_partition_at_t1():
+    # At T=1 without a mask the student's log-partition is the task loss's logsumexp: passing
+    # it gives the same value and the same gradient as computing it again.
+    g = torch.Generator().manual_seed(3)
+    z_t = torch.randn(4, 9, generator=g, dtype=torch.float64)
+    z_s = torch.randn(4, 9, generator=g, dtype=torch.float64)
+    a, b = z_s.clone().requires_grad_(), z_s.clone().requires_grad_()
+    plain = soft_target_kl(a, z_t, 1.0)
+    shared = soft_target_kl(b, z_t, 1.0, log_partition=torch.logsumexp(b, 1))
+    reference = F.kl_div(F.log_softmax(z_s, 1), F.softmax(z_t, 1), reduction="batchmean")
+    assert plain.item() == pytest.approx(reference.item(), rel=1e-12)
+    assert shared.item() == pytest.approx(reference.item(), rel=1e-12)
+    plain.backward()
+    shared.backward()
+    torch.testing.assert_close(a.grad, b.grad)
+    # At another temperature the given log-partition is not the right one and is not used.
+    other = soft_target_kl(z_s, z_t, 2.0, log_partition=torch.zeros(4, dtype=torch.float64))
+    assert other.item() == pytest.approx(soft_target_kl(z_s, z_t, 2.0).item(), rel=1e-12)
+
+
+def test_soft_kl_topk_reuses_the_task_log_partition_at_t1():
+    from core.distill import TeacherTargets, soft_target_kl_topk
+
+    g = torch.Generator().manual_seed(4)
+    z_t = torch.randn(3, 12, generator=g, dtype=torch.float64)
+    z_s = torch.randn(3, 12, generator=g, dtype=torch.float64)
+    full = TeacherTargets.from_scores(z_t, 4, 1.0)
+    targets = TeacherTargets(full.topk, full.topk_scores, full.log_partition, 1.0)
+    a, b = z_s.clone().requires_grad_(), z_s.clone().requires_grad_()
+    plain = soft_target_kl_topk(a, targets)
+    shared = soft_target_kl_topk(b, targets, log_partition=torch.logsumexp(b, 1))
+    assert shared.item() == pytest.approx(plain.item(), rel=1e-12)
+    plain.backward()
+    shared.backward()
+    torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_soft_kl_rejects_a_log_partition_of_the_wrong_shape():
+    z = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="log-partition"):
+        soft_target_kl(z, z, 1.0, log_partition=torch.zeros(3))
+
+
 def _soft_grad_norm(z_s: torch.Tensor, z_t: torch.Tensor, temperature: float, scale: float):
     z = z_s.clone().requires_grad_(True)
     (soft_target_kl(z, z_t, temperature) * scale).backward()

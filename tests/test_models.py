@@ -175,6 +175,17 @@ def test_sasrec_big_catalog_steps_return_states_not_catalog_rows(data):
     assert chunked.item() == pytest.approx(full.task_loss.item(), abs=1e-5)
 
 
+def test_sasrec_full_softmax_step_is_cross_entropy_and_keeps_its_log_partition(data):
+    torch.manual_seed(0)
+    model = build_model(SMALL["sasrec"], data.n_users, data.n_items)
+    batch = next(model.task_batches(data, 8, 1, np.random.default_rng(0)))
+    step = model.training_step(batch)
+    targets = batch.targets[step.positions] - 1
+    expected = torch.nn.functional.cross_entropy(step.rows, targets)
+    assert step.task_loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    torch.testing.assert_close(step.log_partition, torch.logsumexp(step.rows, dim=1))
+
+
 def test_sasrec_batches_group_similar_lengths_and_keep_the_real_states():
     """Bucketing: every user once per epoch, batches cut to their longest history, and the
     cut batch gives the real positions exactly the states of the full window."""

@@ -110,6 +110,9 @@ class StepOutput:
     targets:    [N] each row's true next item, when ``rows`` is None.
     sampled_scores: [N, M] raw scores of the batch's shared negatives
                 (``batch.softmax.items``), when the step drew them.
+    log_partition: [N] ``logsumexp(rows)`` (with grad) when the task loss is a full softmax
+                over ``rows``: the soft distillation term at T=1 reuses it instead of a
+                second pass over the catalog.
     """
 
     task_loss: torch.Tensor
@@ -119,6 +122,7 @@ class StepOutput:
     states: torch.Tensor | None = None
     targets: torch.Tensor | None = None
     sampled_scores: torch.Tensor | None = None
+    log_partition: torch.Tensor | None = None
 
 
 def trim_padding(context: torch.Tensor) -> torch.Tensor:

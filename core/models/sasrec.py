@@ -188,8 +188,18 @@ class SASRec(Recommender):
         spec = batch.softmax
         if spec is None or spec.mode == "full":
             rows = states @ self.item_emb.weight[1:].T  # [N, n_items]
-            loss = F.cross_entropy(rows, batch.targets[positions] - 1)
-            return StepOutput(task_loss=loss, rows=rows, row_users=row_users, positions=positions)
+            # Cross-entropy as log-partition minus the target's score: the same value as
+            # F.cross_entropy, and the log-partition is kept for the soft distillation term.
+            log_z = torch.logsumexp(rows, dim=1)
+            target_scores = rows.gather(1, (batch.targets[positions] - 1).unsqueeze(1))
+            loss = (log_z - target_scores.squeeze(1)).mean()
+            return StepOutput(
+                task_loss=loss,
+                rows=rows,
+                row_users=row_users,
+                positions=positions,
+                log_partition=log_z,
+            )
         # Big catalog: never a [N, n_items] tensor, in either pass.
         targets = batch.targets[positions] - 1
         sampled = None  # [N, M] scores of the batch's shared negatives, when drawn

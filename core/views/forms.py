@@ -44,12 +44,13 @@ FAMILY_LABELS = {
 }
 DEVICES = ("auto", "cpu", "cuda")
 # The knobs each distillation method reads (DistillConfig field names), in display order.
+# "teacher_init" (core.embedding_init) applies to every method.
 METHOD_KNOBS: dict[str, tuple[str, ...]] = {
-    Method.SOFT: ("temperature", "alpha"),
-    Method.HARD: ("top_k", "beta"),
-    Method.COMBINED: ("temperature", "alpha", "beta", "top_k"),
-    Method.RANKING: ("top_k", "lam", "weight", "dynamic", "mu"),
-    Method.LISTWISE: ("top_k", "weight", "n_sampled"),
+    Method.SOFT: ("temperature", "alpha", "teacher_init"),
+    Method.HARD: ("top_k", "beta", "teacher_init"),
+    Method.COMBINED: ("temperature", "alpha", "beta", "top_k", "teacher_init"),
+    Method.RANKING: ("top_k", "lam", "weight", "dynamic", "mu", "teacher_init"),
+    Method.LISTWISE: ("top_k", "weight", "n_sampled", "teacher_init"),
 }
 
 
@@ -92,7 +93,8 @@ KNOB_FIELDS = {
     "mu": NumberField("mu", "Dynamic sharpness mu", 0.01, 10.0, 0.05),
     "n_sampled": NumberField("n_sampled", "Listwise sampled items", 1, 5000),
 }
-# The one boolean knob ("dynamic") is a checkbox; every other knob is in KNOB_FIELDS.
+# The boolean knobs ("dynamic", "teacher_init") are checkboxes; every other knob is in
+# KNOB_FIELDS.
 DISTILL_DEFAULTS = DistillConfig(method=Method.SOFT)
 
 
