@@ -295,10 +295,17 @@ def _shape(run: RunRecord) -> str:
     return json.dumps([run.model, config.get("model"), train, distills], sort_keys=True)
 
 
-# A distilled epoch's cost over its twin's (the teacher's outputs are precomputed once,
-# core.teacher_cache; its soft and hard terms still cost a pass over the catalog): 1.75x on
-# the demo shop, bench/distill.py's epoch_seconds.
-DISTILLED_EPOCH_FACTOR = 1.75
+# A distilled epoch's cost over its twin's, by method (the teacher's outputs are precomputed
+# once, core.teacher_cache). Soft targets at T=1 share the task loss's log-partition and cost
+# nothing measurable; the hard term's softplus over the catalog does. Measured on the demo
+# shop's 10% student: each method's epoch_seconds over the twin's (bench/distill.py).
+DISTILLED_EPOCH_FACTOR = {
+    Method.SOFT: 1.0,
+    Method.HARD: 1.2,
+    Method.COMBINED: 1.5,
+    Method.RANKING: 1.5,
+    Method.LISTWISE: 1.5,
+}
 
 
 def _dataset_size(store: Store, dataset_id: int) -> tuple[int, int] | None:
@@ -331,17 +338,16 @@ def _epoch_scale(run: RunRecord, reference: RunRecord, sizes: tuple[int, int] | 
     shape never measured: the square root of their parameter ratio (an epoch visits the same
     batches and validates the same users whatever the model; its matrix products grow with
     the width, the rest does not: on the demo shop a twin with 15% of its teacher's
-    parameters took 31% of its epoch time, sqrt gives 39%), times `DISTILLED_EPOCH_FACTOR`
-    when one distills and the other does not. Always shown as an estimate."""
+    parameters took 31% of its epoch time, sqrt gives 39%), times the ratio of their methods'
+    `DISTILLED_EPOCH_FACTOR` (1 for a run that does not distill). Always shown as an estimate."""
     ours, theirs = _params(run, sizes), _params(reference, sizes)
     scale = math.sqrt(ours / theirs) if ours and theirs else 1.0
 
-    def distills(r: RunRecord) -> bool:
-        return (r.config.get("distill") or {}).get("method", Method.NONE) != Method.NONE
+    def factor(r: RunRecord) -> float:
+        method = (r.config.get("distill") or {}).get("method", Method.NONE)
+        return DISTILLED_EPOCH_FACTOR.get(method, 1.0)
 
-    if distills(run) != distills(reference):
-        scale *= DISTILLED_EPOCH_FACTOR if distills(run) else 1 / DISTILLED_EPOCH_FACTOR
-    return scale
+    return scale * factor(run) / factor(reference)
 
 
 def _max_epochs(run: RunRecord) -> int:

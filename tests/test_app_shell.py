@@ -134,7 +134,7 @@ def test_home_demo_runs_to_the_end_with_a_synchronous_runner(home, monkeypatch):
     teacher = runs["teacher"]
     assert runs["student"].teacher_run_id == teacher.id
     assert runs["baseline"].teacher_run_id == teacher.id
-    assert runs["student"].config["distill"]["method"] == "combined"
+    assert runs["student"].config["distill"]["method"] == "soft"
     # DISTILLERY_DEMO_EPOCHS caps the presets
     assert all(r.config["train"]["epochs"] == 1 for r in runs.values())
     # The dataset's live recipe, as `python -m core run` uses it.
@@ -158,7 +158,7 @@ def test_demo_plan_uses_the_presets_and_caps_epochs():
     full = forms.demo_plan()
     assert full.teacher.role == "teacher" and full.popularity.role == "popularity"
     assert [s.role for s in full.students] == ["student", "baseline"]
-    assert full.students[0].distill.method == "combined"
+    assert full.students[0].distill.method == "soft"
     assert full.students[0].model == full.students[1].model
     capped = forms.demo_plan(3)
     assert capped.teacher.train.epochs == min(full.teacher.train.epochs, 3)

@@ -61,7 +61,7 @@ def test_the_form_offers_the_preset_sizes_with_widths_and_parameters(seeded_home
     # Every preset is below this teacher; 1% and 3% of it round to one width, trained once.
     assert sizes.value == [0.01, 0.10, 0.25]
     assert [o.split(" · ")[1] for o in sizes.options[:2]] == ["width 2", "width 2"]
-    assert at.selectbox(key="sweep_method").value == "combined"  # the recipe's method
+    assert at.selectbox(key="sweep_method").value == "soft"  # the recipe's method
     assert at.number_input(key="sweep_seeds").value == 1
     assert any("3 sizes x 1 seeds: 6 runs" in c.value for c in at.caption)
     at.number_input(key="sweep_seeds").set_value(3).run()

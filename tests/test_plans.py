@@ -428,10 +428,10 @@ def test_an_unmeasured_student_is_costed_from_its_teacher_by_size_and_distillati
     store, dataset_id
 ):
     """Before any student has trained, its epoch is estimated from its teacher's measured
-    one: sqrt of the parameter ratio, times DISTILLED_EPOCH_FACTOR for the distilled one."""
+    one: sqrt of the parameter ratio, times its method's DISTILLED_EPOCH_FACTOR when distilled."""
     big = ModelConfig(family="sasrec", dim=64, layers=2, heads=2, max_len=20, dropout=0.3)
     small = replace(big, dim=16, layers=1)
-    distilled = {"model": asdict(small), "train": {"epochs": 4}, "distill": {"method": "soft"}}
+    distilled = {"model": asdict(small), "train": {"epochs": 4}, "distill": {"method": "combined"}}
     twin = {"model": asdict(small), "train": {"epochs": 4}}
     steps = demo_steps(dataset_id, model=asdict(big), train={"epochs": 2})
     steps[2] = replace(steps[2], spec=replace(steps[2].spec, config=distilled))
@@ -449,7 +449,7 @@ def test_an_unmeasured_student_is_costed_from_its_teacher_by_size_and_distillati
     assert 0.2 < ratio < 0.6
     view = plans.view(store, plan.id, workers=1)
     # Teacher: one epoch left (10 s); then the distilled student and its twin, 4 epochs each.
-    expected = 10 + 4 * 10 * ratio * plans.DISTILLED_EPOCH_FACTOR + 4 * 10 * ratio
+    expected = 10 + 4 * 10 * ratio * plans.DISTILLED_EPOCH_FACTOR["combined"] + 4 * 10 * ratio
     assert view.eta_seconds == pytest.approx(expected, rel=0.02) and view.eta_estimated
 
 

@@ -30,7 +30,7 @@ TEMPLATES = Path(__file__).with_name("templates")
 def run_title(run: RunRecord | Progress) -> str:
     """``#12 teacher sasrec d128``: the run's label, with its id when the label lacks it.
 
-    Names alone repeat across runs (every demo student is ``student-combined ...``), so the
+    Names alone repeat across runs (every demo student is ``student-soft ...``), so the
     id always leads; a name the user already started with ``#12 `` is not prefixed twice.
     """
     # A job's progress snapshot names its run ``run_id``; a stored run calls it ``id``.

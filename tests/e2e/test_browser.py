@@ -19,7 +19,7 @@ from tests.e2e.conftest import DEMO_SCALE, PAGE_TIMEOUT_MS, App, Demo
 pytestmark = pytest.mark.e2e
 
 PAGES = ("Home", "Data", "Train", "Sweep", "Runs", "Compare", "Handoff")
-DEMO_RUNS = ("popularity", "teacher", "student-combined", "student-no-teacher")
+DEMO_RUNS = ("popularity", "teacher", "student-soft", "student-no-teacher")
 
 
 @cache

@@ -74,7 +74,7 @@ def expect_demo_in_progress(app: App) -> None:
     expect(app.page.get_by_role("button", name="Try the demo shop")).to_be_disabled()
     expect(main.get_by_text(READY)).to_have_count(0)
     labels = main.locator("[data-testid='stText']").all_inner_texts()
-    for name in ("popularity", "teacher", "student-combined", "student-no-teacher"):
+    for name in ("popularity", "teacher", "student-soft", "student-no-teacher"):
         assert any(name in label for label in labels), labels
     app.no_traceback()
 

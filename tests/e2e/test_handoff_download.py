@@ -34,8 +34,8 @@ def test_handoff_bundle_downloads_with_every_file(app: App, demo: Demo, tmp_path
     expect(app.page.locator("h1").first).to_have_text("Handoff")
     picker = app.page.get_by_role("combobox", name="Student to hand off")
     picker.click()
-    app.page.get_by_role("option", name=re.compile(r"student-combined .*\(student\)")).click()
-    expect(picker).to_have_value(re.compile(r"student-combined .*\(student\)"))
+    app.page.get_by_role("option", name=re.compile(r"student-soft .*\(student\)")).click()
+    expect(picker).to_have_value(re.compile(r"student-soft .*\(student\)"))
     app.idle()
     expect(app.page.get_by_text("Not prepared yet")).to_be_visible()
     expect(app.page.get_by_role("button", name="Download the handoff bundle (zip)")).to_have_count(
@@ -77,12 +77,12 @@ def test_handoff_bundle_downloads_with_every_file(app: App, demo: Demo, tmp_path
         models = {name: bundle.read(name) for name in (ONNX_FILE, INT8_FILE)}
 
     assert card["schema"] == "distillery.model_card/1"
-    assert "student-combined" in card["run"]["title"]
+    assert "student-soft" in card["run"]["title"]
     assert card["run"]["teacher_run_id"] == demo.teacher_id
     assert card["handoff"]["precision"] == "fp32"
     assert len(card["gates"]) == N_GATES
     assert metrics["run_id"] == card["run"]["id"]
-    assert "student-combined" in markdown
+    assert "student-soft" in markdown
     # One row per catalog item (plus the header) maps graph indices back to item ids.
     assert len(item_map) - 1 == card["dataset"]["n_items"]
     for name, payload in models.items():
