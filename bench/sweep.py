@@ -15,6 +15,13 @@ epoch_seconds. Prints the selection first, then the test table.
     python bench/sweep.py                       # demo shop, seeds 0,1,2
     python bench/sweep.py --shape long_no_repeat
     python bench/sweep.py --data FILE --seeds 0,1,2 --fractions 0.01,0.1
+    python bench/sweep.py --methods 'soft:alpha=0.9;combined'   # a method with its own knobs
+
+A method is a name (core.enums.Method) with the recipe's knobs, or ``name:knob=value,...``
+(knobs of core.distill.DistillConfig) to try it with other ones; ``;`` separates methods.
+``--methods none`` trains the twins alone, for the teacher / twin ratio of a log:
+
+    python bench/sweep.py --shape repeat_longtail --methods none --fractions 0.1 --seeds 0
 """
 
 from __future__ import annotations
@@ -110,6 +117,25 @@ def save_teacher(data, outcome) -> None:
     torch.save(outcome, path)
 
 
+def parse_methods(text: str) -> list[tuple[str, Method, dict]]:
+    """``"soft:alpha=0.9;combined"`` -> ``[(label, method, knobs), ...]``.
+
+    Methods are separated by ``;`` (or ``,`` when no method has knobs)."""
+    parts = text.split(";") if (";" in text or ":" in text) else text.split(",")
+    out = []
+    for part in (p.strip() for p in parts if p.strip()):
+        name, _, knob_text = part.partition(":")
+        knobs = {}
+        for pair in (p for p in knob_text.split(",") if p):
+            key, _, value = pair.partition("=")
+            if key not in DistillConfig.__dataclass_fields__ or key == "method":
+                raise SystemExit(f"Unknown distillation knob {key!r} in --methods {text!r}.")
+            default = getattr(DistillConfig(), key)
+            knobs[key] = type(default)(value) if not isinstance(default, bool) else value == "true"
+        out.append((part.replace(":", "@"), Method(name), knobs))
+    return out
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     arr = np.asarray(values, dtype=float)
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
@@ -122,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--fractions", default=",".join(str(f) for f in SIZE_FRACTIONS))
-    p.add_argument("--methods", default="combined,ranking,listwise")
+    p.add_argument(
+        "--methods",
+        default="combined;ranking;listwise",
+        help="candidates for the selection, separated by ';'; name or name:knob=value,...",
+    )
     p.add_argument("--epochs", type=int, help="cap on every run's epochs (default: the recipe)")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument(
@@ -134,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     fractions = [float(f) for f in args.fractions.split(",")]
-    methods = [Method(m) for m in args.methods.split(",")]
+    methods = parse_methods(args.methods)
+    twins_only = all(m[1] == Method.NONE for m in methods)
+    methods = [m for m in methods if m[1] != Method.NONE]
     started = time.perf_counter()
     log = lambda s: print(s, flush=True)  # noqa: E731
 
@@ -162,45 +194,56 @@ def main(argv: list[str] | None = None) -> int:
         f"{teacher.train_seconds:.0f}s"
     )
 
-    selection: dict[float, tuple[Method, float]] = {}
+    selection: dict[float, tuple[str, float]] = {}
     for fraction in fractions:
         width = student_width(plan.teacher, data.n_users, data.n_items, fraction)
         model = replace(plan.student, dim=width)
         real = count_parameters(model, data.n_users, data.n_items) / t_params
         base_train = replace(plan.student_train, **cap)
 
-        def spec(method: Method, seed: int, model=model, base_train=base_train, width=width):
+        def spec(candidate, seed: int, model=model, base_train=base_train, width=width):
+            label, method, knobs = candidate
             role = Role.BASELINE if method == Method.NONE else Role.STUDENT
             distill = (
-                replace(plan.distill, method=method) if method != Method.NONE else DistillConfig()
+                replace(plan.distill, method=method, **knobs)
+                if method != Method.NONE
+                else DistillConfig()
             )
             return RunSpec(
-                f"d{width}-{method}", role, model, replace(base_train, seed=seed), distill
+                f"d{width}-{label}", role, model, replace(base_train, seed=seed), distill
             )
 
+        twin_candidate = ("none", Method.NONE, {})
+
+        if twins_only:  # --methods none: the twins alone (the teacher / twin ratio)
+            for seed in seeds:
+                twin = train_and_evaluate(data, spec(twin_candidate, seed))
+                rows.append(row(twin, teacher, fraction))
+                log(f"  size {fraction:.0%} seed {seed}: twin {twin.test.metrics['ndcg@10']:.4f}")
+            continue
         # 1. selection on validation (first seed)
         tried = {}
-        for method in methods:
-            out = train_and_evaluate(data, spec(method, seeds[0]), teacher=teacher.model)
-            tried[method] = out
+        for candidate in methods:
+            out = train_and_evaluate(data, spec(candidate, seeds[0]), teacher=teacher.model)
+            tried[candidate[0]] = (candidate, out)
             log(
-                f"  size {fraction:.0%} (d={width}, {real:.1%}) {method:<9} "
+                f"  size {fraction:.0%} (d={width}, {real:.1%}) {candidate[0]:<16} "
                 f"valid {out.training.best_val_ndcg:.4f}"
             )
-        best = max(tried, key=lambda m: tried[m].training.best_val_ndcg)
-        selection[fraction] = (best, tried[best].training.best_val_ndcg)
+        best = max(tried, key=lambda m: tried[m][1].training.best_val_ndcg)
+        selection[fraction] = (best, tried[best][1].training.best_val_ndcg)
         log(f"  size {fraction:.0%}: selected {best} on validation")
-        for method, out in tried.items():
-            if method != best:
+        for label, (_, out) in tried.items():
+            if label != best:
                 rows.append(row(out, teacher, fraction) | {"selected": False})
         # 2. measurement over seeds: the selected method and the twin
         for seed in seeds:
             distilled = (
-                tried[best]
+                tried[best][1]
                 if seed == seeds[0]
-                else train_and_evaluate(data, spec(best, seed), teacher=teacher.model)
+                else train_and_evaluate(data, spec(tried[best][0], seed), teacher=teacher.model)
             )
-            twin = train_and_evaluate(data, spec(Method.NONE, seed))
+            twin = train_and_evaluate(data, spec(twin_candidate, seed))
             rows.append(row(distilled, teacher, fraction) | {"selected": True})
             rows.append(row(twin, teacher, fraction))
             log(
@@ -223,8 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     for fraction in fractions:
         sel = [r for r in rows if r["params_fraction"] == fraction and r.get("selected")]
         twins = [r for r in rows if r["params_fraction"] == fraction and r["role"] == "baseline"]
-        d_mean, d_std = mean_std([r["ndcg@10"] for r in sel])
         b_mean, b_std = mean_std([r["ndcg@10"] for r in twins])
+        if twins_only:
+            print(
+                f"{fraction:>6.0%} {twins[0]['params']:>7,} {'':>17} {b_mean:.4f} +- {b_std:.4f}"
+                f"   teacher / twin {t_ndcg / b_mean:.2f}x (target >= 1.10x)"
+            )
+            continue
+        d_mean, d_std = mean_std([r["ndcg@10"] for r in sel])
         clear = d_mean - b_mean > 2 * max(d_std, b_std)
         print(
             f"{fraction:>6.0%} {sel[0]['params']:>7,} {d_mean:.4f} +- {d_std:.4f} "
