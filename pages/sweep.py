@@ -24,6 +24,7 @@ from core.views.text import md_escape, run_title
 from pages.common import LIVE_POLL_S, after_submit, dataset_picker, get_jobs, get_store, guarded
 
 TEACHER_KEY, METHOD_KEY, SEEDS_KEY = "sweep_teacher", "sweep_method", "sweep_seeds"
+INIT_KEY = "sweep_teacher_init"
 PLAN_KEY, PENDING_KEY = "sweep_plan", "sweep_pending"  # pending: what the click asked for
 CHARTS = {"quality": charts.sweep_chart, "latency": charts.sweep_latency_chart}
 
@@ -41,14 +42,14 @@ def chart_spec(kind: str, frame: pd.DataFrame) -> dict:
 def remember_click(sizes_key: str, epochs_key: str) -> None:
     """Keep the values the user saw: a teacher deleted since still gets its sentence."""
     keys = {"teacher": TEACHER_KEY, "method": METHOD_KEY, "seeds": SEEDS_KEY,
-            "fractions": sizes_key, "epochs": epochs_key}  # fmt: skip
+            "fractions": sizes_key, "epochs": epochs_key, "teacher_init": INIT_KEY}  # fmt: skip
     st.session_state[PENDING_KEY] = {name: st.session_state.get(k) for name, k in keys.items()}
 
 
 def queue(asked: dict) -> None:
     plan_id = plans.submit_sweep(
         get_jobs(), asked["teacher"], asked["method"], asked["fractions"] or [], asked["seeds"],
-        epochs=asked["epochs"],
+        epochs=asked["epochs"], teacher_init=bool(asked.get("teacher_init")),
     )  # fmt: skip
     st.session_state[PLAN_KEY] = plan_id
     runs = get_store().list_runs(plan_id=plan_id)
@@ -87,6 +88,11 @@ def sweep_form(dataset: DatasetRecord, teachers: list[RunRecord]) -> None:
     epochs_col.number_input(
         "Epochs at most", 1, most, most, key=epochs_key,
         help="Early stopping may end a run sooner; fewer epochs give a quick first look.",
+    )  # fmt: skip
+    st.checkbox(
+        "Start each student's item table from the teacher's", recipe.distill.teacher_init,
+        key=INIT_KEY, help="Its leading principal directions, not random weights (twins stay "
+        "random): the demo shop's 1% student went from 0.014 to 0.019 NDCG@10.",
     )  # fmt: skip
     st.caption(sweep.plan_caption(options, chosen, seeds))
     st.button(

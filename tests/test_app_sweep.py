@@ -75,6 +75,8 @@ def test_a_tiny_sweep_is_queued_and_its_results_are_read_from_the_store(seeded_h
     at.multiselect(key=f"sweep_sizes_{ids['teacher']}").set_value([0.01])
     at.number_input(key=f"sweep_epochs_{ids['dataset']}").set_value(1)
     at.selectbox(key="sweep_method").set_value("soft")
+    assert at.checkbox(key="sweep_teacher_init").value is False  # the recipe's: opt-in
+    at.checkbox(key="sweep_teacher_init").check()
     at.button(key="sweep_queue").click().run()
     assert not at.exception and not errors(at), errors(at)
 
@@ -86,6 +88,8 @@ def test_a_tiny_sweep_is_queued_and_its_results_are_read_from_the_store(seeded_h
     assert {r.status for r in runs} == {"succeeded"}, [r.error for r in runs]
     assert all(r.config["train"]["epochs"] == 1 for r in runs)
     assert runs[0].config["distill"]["method"] == "soft"
+    assert runs[0].config["distill"]["teacher_init"] is True  # the student only
+    assert not (runs[1].config.get("distill") or {}).get("teacher_init")
     assert at.selectbox(key="sweep_plan").value == plan.id
     assert any("2 of 2 runs ended" in p.proto.text for p in at.get("progress"))
 
