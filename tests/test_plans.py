@@ -428,7 +428,8 @@ def test_an_unmeasured_student_is_costed_from_its_teacher_by_size_and_distillati
     store, dataset_id
 ):
     """Before any student has trained, its epoch is estimated from its teacher's measured
-    one: sqrt of the parameter ratio, times its method's DISTILLED_EPOCH_FACTOR when distilled."""
+    one: sqrt of the parameter ratio, times its method's DISTILLED_EPOCH_FACTOR when distilled,
+    plus the teacher cache's build."""
     big = ModelConfig(family="sasrec", dim=64, layers=2, heads=2, max_len=20, dropout=0.3)
     small = replace(big, dim=16, layers=1)
     distilled = {"model": asdict(small), "train": {"epochs": 4}, "distill": {"method": "combined"}}
@@ -449,7 +450,9 @@ def test_an_unmeasured_student_is_costed_from_its_teacher_by_size_and_distillati
     assert 0.2 < ratio < 0.6
     view = plans.view(store, plan.id, workers=1)
     # Teacher: one epoch left (10 s); then the distilled student and its twin, 4 epochs each.
-    expected = 10 + 4 * 10 * ratio * plans.DISTILLED_EPOCH_FACTOR["combined"] + 4 * 10 * ratio
+    # The distilled student also builds its teacher cache once: half a teacher epoch.
+    distilled_cost = 4 * 10 * ratio * plans.DISTILLED_EPOCH_FACTOR["combined"]
+    expected = 10 + distilled_cost + plans.TEACHER_CACHE_SHARE * 10 + 4 * 10 * ratio
     assert view.eta_seconds == pytest.approx(expected, rel=0.02) and view.eta_estimated
 
 
