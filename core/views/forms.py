@@ -30,7 +30,7 @@ from core.pipeline import (
     RunSpec,
     popularity_spec,
 )
-from core.recipe import DataProfile, Recipe, recipe
+from core.recipe import SOFT_ALPHA, DataProfile, Recipe, recipe
 from core.records import DatasetRecord, RunRecord
 from core.store import Store
 from core.train import TrainConfig
@@ -322,7 +322,7 @@ def presets(record: DatasetRecord | None) -> Recipe:
             TEACHER_TRAIN,
             STUDENT_MODEL,
             STUDENT_TRAIN,
-            distill_config(Method.COMBINED),
+            distill_config(Method.SOFT, alpha=SOFT_ALPHA),  # the recipe's method
             ("Fixed presets: this dataset was registered before presets came from its statistics.",),
         )
 
