@@ -98,7 +98,11 @@ TEACHERS = ROOT / "bench" / "results" / ".teachers"
 def _teacher_path(data, spec: RunSpec) -> Path:
     from core.ingestion.registry import fingerprint
 
-    key = json.dumps([fingerprint(data), spec.to_dict()], sort_keys=True, default=str)
+    described = spec.to_dict()
+    # A knob added later at its default leaves the key as it was: earlier teachers still match.
+    if not described["distill"].get("teacher_init"):
+        described["distill"].pop("teacher_init", None)
+    key = json.dumps([fingerprint(data), described], sort_keys=True, default=str)
     return TEACHERS / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
