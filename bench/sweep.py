@@ -31,7 +31,7 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -99,9 +99,10 @@ def _teacher_path(data, spec: RunSpec) -> Path:
     from core.ingestion.registry import fingerprint
 
     described = spec.to_dict()
-    # A knob added later at its default leaves the key as it was: earlier teachers still match.
-    if not described["distill"].get("teacher_init"):
-        described["distill"].pop("teacher_init", None)
+    # Distillation knobs at their defaults (all of them, for a teacher) stay out of the key,
+    # so a knob added to DistillConfig later does not orphan the teachers saved before it.
+    defaults = asdict(DistillConfig())
+    described["distill"] = {k: v for k, v in described["distill"].items() if defaults[k] != v}
     key = json.dumps([fingerprint(data), described], sort_keys=True, default=str)
     return TEACHERS / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 

@@ -304,8 +304,9 @@ def _shape(run: RunRecord) -> str:
 # A distilled epoch's cost over its twin's, by method (the teacher's outputs are precomputed
 # once, core.teacher_cache). Soft targets at T=1 share the task loss's log-partition and cost
 # little; the hard term's softplus over the catalog costs more. Measured on the demo shop's
-# 10% student, each method's epoch_seconds over the twin's (bench/sweep.py: soft 1.08x over
-# 3 seeds, combined 1.40x; bench/distill.py for the others).
+# 10% student, epoch_seconds over the twin's: soft 1.08x over 3 seeds and combined 1.40x
+# (bench/sweep.py), hard 1.2x (three epochs); ranking and listwise are not measured yet and
+# are costed as combined.
 DISTILLED_EPOCH_FACTOR = {
     Method.SOFT: 1.1,
     Method.HARD: 1.2,

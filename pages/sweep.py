@@ -90,9 +90,8 @@ def sweep_form(dataset: DatasetRecord, teachers: list[RunRecord]) -> None:
         help="Early stopping may end a run sooner; fewer epochs give a quick first look.",
     )  # fmt: skip
     st.checkbox(
-        "Start each student's item table from the teacher's", recipe.distill.teacher_init,
-        key=INIT_KEY, help="Its leading principal directions, not random weights (twins stay "
-        "random): the demo shop's 1% student went from 0.014 to 0.019 NDCG@10.",
+        forms.TEACHER_INIT_LABEL, recipe.distill.teacher_init, key=INIT_KEY,
+        help=forms.TEACHER_INIT_HELP,
     )  # fmt: skip
     st.caption(sweep.plan_caption(options, chosen, seeds))
     st.button(

@@ -120,10 +120,7 @@ def student_section(dataset: DatasetRecord, preset: forms.Recipe) -> None:
     if "dynamic" in names:
         knobs["dynamic"] = st.checkbox("Dynamic rank-discrepancy weights", key="student_dynamic")
     knobs["teacher_init"] = st.checkbox(
-        "Start the item table from the teacher's",
-        key="student_teacher_init",
-        help="Its leading principal directions, instead of random weights: helps the "
-        "smallest students most.",
+        forms.TEACHER_INIT_LABEL, key="student_teacher_init", help=forms.TEACHER_INIT_HELP
     )
     train = train_fields("student", preset.student_train)
     twin = st.checkbox(

@@ -44,7 +44,12 @@ FAMILY_LABELS = {
 }
 DEVICES = ("auto", "cpu", "cuda")
 # The knobs each distillation method reads (DistillConfig field names), in display order.
-# "teacher_init" (core.embedding_init) applies to every method.
+# "teacher_init" (core.embedding_init) applies to every method; its checkbox on Train and Sweep.
+TEACHER_INIT_LABEL = "Start the student's item table from the teacher's"
+TEACHER_INIT_HELP = (
+    "Its leading principal directions instead of random weights (the twin stays random): "
+    "helps the smallest students most."
+)
 METHOD_KNOBS: dict[str, tuple[str, ...]] = {
     Method.SOFT: ("temperature", "alpha", "teacher_init"),
     Method.HARD: ("top_k", "beta", "teacher_init"),
@@ -323,7 +328,9 @@ def presets(record: DatasetRecord | None) -> Recipe:
             STUDENT_MODEL,
             STUDENT_TRAIN,
             distill_config(Method.SOFT, alpha=SOFT_ALPHA),  # the recipe's method
-            ("Fixed presets: this dataset was registered before presets came from its statistics.",),
+            (
+                "Fixed presets: this dataset was registered before presets came from its statistics.",
+            ),
         )
 
 
