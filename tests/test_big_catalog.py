@@ -25,6 +25,7 @@ from core.models.softmax import (
     SoftmaxLoss,
     chunk_items,
     chunked_softmax_ce,
+    log_partition,
     sampled_softmax_ce,
 )
 from core.teacher_cache import TeacherCache, candidate_rows, distill_mask, drawn_in
@@ -80,6 +81,38 @@ def test_chunked_cross_entropy_equals_the_full_one(chunk: int):
     grads_full = torch.autograd.grad(full, (states32, table32))
     for a, b in zip(grads_chunked, grads_full, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_log_partition_is_logsumexp_in_value_and_gradient():
+    # By hand: row [0, ln 3] -> log(1 + 3) = ln 4, gradient = softmax = [1/4, 3/4].
+    x = torch.tensor([[0.0, float(np.log(3.0))]], dtype=torch.float64, requires_grad=True)
+    value = log_partition(x)
+    assert value.item() == pytest.approx(np.log(4.0), abs=1e-12)
+    (grad,) = torch.autograd.grad(value.sum(), x)
+    assert grad[0].tolist() == pytest.approx([0.25, 0.75], abs=1e-12)
+    # Against torch.logsumexp, with a second consumer of the same scores (the soft term's
+    # "- p_t . s") and scores far from 0 (the max is subtracted first).
+    states, table, targets = _problem()
+    weights = torch.rand(9, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    p_t = torch.softmax(torch.randn(9, 13, dtype=torch.float64), dim=1)
+
+    def loss(lse):
+        scores = states @ table.T * 30
+        z = lse(scores)
+        return (weights * (z - scores.gather(1, targets[:, None]).squeeze(1))).sum() + (
+            z - (p_t * scores).sum(1)
+        ).sum()
+
+    ours, theirs = loss(log_partition), loss(lambda s: torch.logsumexp(s, dim=1))
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-12)
+    for a, b in zip(
+        torch.autograd.grad(ours, (states, table)),
+        torch.autograd.grad(theirs, (states, table)),
+        strict=True,
+    ):
+        assert torch.allclose(a, b, atol=1e-10)
+    with pytest.raises(ValueError, match="rows, items"):
+        log_partition(torch.zeros(3))
 
 
 def test_chunks_follow_the_memory_bound():

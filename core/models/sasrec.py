@@ -23,7 +23,7 @@ from torch import nn
 from core.dataset import InteractionData
 from core.enums import Family
 from core.models.base import Batch, ModelConfig, Recommender, StepOutput
-from core.models.softmax import chunked_softmax_ce, sampled_softmax_ce
+from core.models.softmax import chunked_softmax_ce, log_partition, sampled_softmax_ce
 
 NEG = -1e9  # finite, so an all-padding row softmaxes to uniform instead of NaN
 # Batches of users sorted by history length are formed within pools of this many batches of
@@ -190,7 +190,8 @@ class SASRec(Recommender):
             rows = states @ self.item_emb.weight[1:].T  # [N, n_items]
             # Cross-entropy as log-partition minus the target's score: the same value as
             # F.cross_entropy, and the log-partition is kept for the soft distillation term.
-            log_z = torch.logsumexp(rows, dim=1)
+            # ``log_partition`` keeps the softmax for its backward (no second exp pass).
+            log_z = log_partition(rows)
             target_scores = rows.gather(1, (batch.targets[positions] - 1).unsqueeze(1))
             loss = (log_z - target_scores.squeeze(1)).mean()
             return StepOutput(
