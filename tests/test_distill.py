@@ -18,6 +18,7 @@ from core.distill import (
     position_weights,
     ranking_distillation,
     sample_items,
+    shared_sample,
     soft_target_kl,
     teacher_top_k,
 )
@@ -474,6 +475,26 @@ def test_listwise_draws_samples_outside_topk_and_mask():
     sampled = rest.nonzero()[:, 1].reshape(4, 5)  # every allowed item: the clamped draw
     _, terms = distillation_loss(torch.tensor(0.0), z_s, z_t, config, mask=mask)
     expected = listwise_plackett_luce(z_s, topk, sampled).item()
+    assert terms["listwise"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_listwise_shares_one_uniform_draw_per_batch_and_drops_each_rows_own_items():
+    z_s, z_t, mask = _inputs(c=12)
+    mask[:] = False
+    mask[0, 5] = True
+    config = DistillConfig("listwise", top_k=3, n_sampled=6)
+    draw = shared_sample(4, 6, 12, generator=torch.Generator().manual_seed(3))
+    assert draw.shape == (4, 6) and (draw == draw[0]).all()  # one draw, every row
+    assert len(set(draw[0].tolist())) == 6  # without replacement
+    assert torch.equal(draw, shared_sample(4, 6, 12, torch.Generator().manual_seed(3)))
+    assert shared_sample(2, 50, 12).shape == (2, 12)  # never more than the catalog
+    # The loss uses that draw; a row's top-K or masked item in it leaves that row's
+    # denominators only (listwise_plackett_luce's own rule, checked by hand above).
+    _, terms = distillation_loss(
+        torch.tensor(0.0), z_s, z_t, config, mask=mask, generator=torch.Generator().manual_seed(3)
+    )
+    topk = teacher_top_k(z_t, 3, mask=mask)
+    expected = listwise_plackett_luce(z_s, topk, draw, mask=mask).item()
     assert terms["listwise"] == pytest.approx(expected, rel=1e-12)
 
 
