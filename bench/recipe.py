@@ -3,8 +3,8 @@
 For one log (the demo shop, a generated shape, or any supported file), trains the recipe's
 teacher and, one knob at a time, its neighbours: half and double the width, dropout 0.1
 lower and 0.2 higher, half and double the learning rate, one block fewer and one more. For
-the student (the recipe's 10% width, no teacher), the teacher's learning rate against the
-recipe's 3x. ``--live`` does the same around the live demo's recipe (core.recipe.live: a
+the student (the recipe's 10% width, no teacher): the teacher's learning rate against the
+recipe's 3x, dropout 0.1 and 0.2 against none, and 3/4 and 3/2 of its epochs. ``--live`` does the same around the live demo's recipe (core.recipe.live: a
 few fixed epochs, less dropout, a larger rate that falls linearly), plus its schedule
 against a constant rate. Every variant is scored by its best *validation* NDCG@10 only: test figures
 are never read here, so choosing on this table cannot leak the test split.
@@ -40,7 +40,16 @@ from core.recipe import live, recipe_for  # noqa: E402
 from core.train import train_model  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "recipe.json"
-KNOBS = ("dim", "dropout", "lr", "layers", "schedule", "student_lr")
+KNOBS = (
+    "dim",
+    "dropout",
+    "lr",
+    "layers",
+    "schedule",
+    "student_lr",
+    "student_dropout",
+    "student_epochs",
+)
 
 
 def variants(plan, knobs: tuple[str, ...]):
@@ -63,9 +72,18 @@ def variants(plan, knobs: tuple[str, ...]):
         for layers in (max(1, t.layers - 1), t.layers + 1):
             if layers != t.layers:
                 yield "teacher", "layers", layers, replace(t, layers=layers), tt, False
+    if any(k.startswith("student_") for k in knobs):
+        yield "student", "recipe", None, s, st, True
     if "student_lr" in knobs:
-        yield "student", "lr", st.lr, s, st, True
         yield "student", "lr", tt.lr, s, replace(st, lr=tt.lr), False
+    if "student_dropout" in knobs and s.family == "sasrec":
+        for p in (0.1, 0.2):
+            if p != s.dropout:
+                yield "student", "dropout", p, replace(s, dropout=p), st, False
+    if "student_epochs" in knobs:
+        for epochs in (max(1, st.epochs * 3 // 4), st.epochs * 3 // 2):
+            cap = replace(st, epochs=epochs, min_epochs=min(st.min_epochs, epochs))
+            yield "student", "epochs", epochs, s, cap, False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,9 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         ):
             others = [r for r in rows if r["model"] == model_kind and r["knob"] == knob]
             best = max([base, *others], key=lambda r: r["valid_ndcg@10"])
-            verdict = "the recipe's value is best" if best is base or best["recipe"] else (
-                f"{knob}={best['value']} is better ({best['valid_ndcg@10']:.4f} vs "
-                f"{base['valid_ndcg@10']:.4f})"
+            verdict = (
+                "the recipe's value is best"
+                if best is base or best["recipe"]
+                else (
+                    f"{knob}={best['value']} is better ({best['valid_ndcg@10']:.4f} vs "
+                    f"{base['valid_ndcg@10']:.4f})"
+                )
             )
             print(f"  {model_kind} {knob}: {verdict}")
     print(f"\nwrote {args.out} in {time.perf_counter() - started:.0f}s")

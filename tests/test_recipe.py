@@ -54,6 +54,33 @@ def test_student_width_hits_the_asked_share_of_parameters(fraction):
     assert plan.student.layers == 1 and plan.student.family == plan.teacher.family
 
 
+def test_students_train_without_dropout_at_a_falling_rate():
+    from core.recipe import STUDENT_DROPOUT, STUDENT_EPOCHS
+
+    plan = recipe(profile(interactions=30_000))  # sparse: the teacher's dropout is 0.5
+    assert plan.teacher.dropout == 0.5 and plan.teacher_train.lr_schedule == "constant"
+    assert plan.student.dropout == STUDENT_DROPOUT == 0.0
+    assert plan.student_train.lr_schedule == "linear"
+    assert plan.student_train.epochs == STUDENT_EPOCHS
+    assert plan.student_train.min_epochs <= STUDENT_EPOCHS
+    assert plan.student_train.lr == pytest.approx(3 * plan.teacher_train.lr)
+    assert any("no dropout" in r for r in plan.reasons)
+
+
+def test_repeat_heavy_logs_keep_the_history_the_teacher_copies_from():
+    from core.recipe import REPEAT_HEAVY_MAX_DROPOUT, REPEAT_HEAVY_SHARE
+
+    sparse = dict(interactions=30_000)  # 10 interactions per item: dropout 0.5
+    assert recipe(profile(**sparse, repeat_share=0.14)).teacher.dropout == 0.5
+    heavy = recipe(profile(**sparse, repeat_share=REPEAT_HEAVY_SHARE))
+    assert heavy.teacher.dropout == REPEAT_HEAVY_MAX_DROPOUT == 0.2
+    assert any("repeats: dropout 0.2 at most" in r for r in heavy.reasons)
+    # Dense logs already at or below the cap keep their own dropout.
+    dense = recipe(profile(interactions=3_000_000, repeat_share=0.8))
+    assert dense.teacher.dropout == 0.2
+    assert not any("dropout 0.2 at most" in r for r in dense.reasons)
+
+
 def test_bad_fraction_gets_one_sentence():
     with pytest.raises(ConfigError, match="share"):
         student_width(recipe(profile()).teacher, 10, 10, 1.5)
