@@ -773,7 +773,7 @@ def shared_sample(
 
     The listwise term's uninteresting items. A draw per row (:func:`sample_items`) costs a
     ``[rows, n_items]`` random matrix and its top-k every step: on the demo shop that made a
-    listwise epoch 2.7x its twin's. Shared, as the sampled softmax shares its negatives, it is
+    listwise epoch 2.5x its twin's. Shared, as the sampled softmax shares its negatives, it is
     one permutation; each row's own teacher top-K and masked items among them are dropped by
     :func:`listwise_plackett_luce`, so every row still sees uniform items outside its top-K.
     """

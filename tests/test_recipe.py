@@ -65,6 +65,11 @@ def test_students_train_without_dropout_at_a_falling_rate():
     assert plan.student_train.min_epochs <= STUDENT_EPOCHS
     assert plan.student_train.lr == pytest.approx(3 * plan.teacher_train.lr)
     assert any("no dropout" in r for r in plan.reasons)
+    # MF students keep the teacher's schedule (the rule was measured on SASRec only).
+    mf = recipe(profile(median_history=2.0))
+    assert mf.student_train.lr_schedule == "constant"
+    assert mf.student_train.epochs == mf.teacher_train.epochs
+    assert not any("no dropout" in r for r in mf.reasons)
 
 
 def test_repeat_heavy_logs_keep_the_history_the_teacher_copies_from():
