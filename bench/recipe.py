@@ -4,10 +4,11 @@ For one log (the demo shop, a generated shape, or any supported file), trains th
 teacher and, one knob at a time, its neighbours: half and double the width, dropout 0.1
 lower and 0.2 higher, half and double the learning rate, one block fewer and one more. For
 the student (the recipe's 10% width, no teacher): the teacher's learning rate against the
-recipe's 3x, dropout 0.1 and 0.2 against none, and 3/4 and 3/2 of its epochs. ``--live`` does the same around the live demo's recipe (core.recipe.live: a
-few fixed epochs, less dropout, a larger rate that falls linearly), plus its schedule
-against a constant rate. Every variant is scored by its best *validation* NDCG@10 only: test figures
-are never read here, so choosing on this table cannot leak the test split.
+recipe's 3x, dropout 0.1 and 0.2 against none, and 3/4 and 3/2 of its epochs. ``--live``
+does the same around the live demo's recipe (core.recipe.live: a few fixed epochs, less
+dropout, a larger rate that falls linearly), plus its schedule against a constant rate.
+Every variant is scored by its best *validation* NDCG@10 only: test figures are never read
+here, so choosing on this table cannot leak the test split.
 
 Writes bench/results/recipe.json, one row per variant: ``model`` (teacher|student),
 ``knob``, ``value``, ``valid_ndcg@10``, ``best_epoch``, ``epochs``, ``epoch_seconds``,
@@ -18,6 +19,7 @@ value is the best on validation.
     python bench/recipe.py --shape long_no_repeat --epochs 15
     python bench/recipe.py --data FILE --knobs dim,lr
     python bench/recipe.py --live --knobs dropout,lr,schedule
+    python bench/recipe.py --knobs student_dropout,student_epochs,student_lr
 """
 
 from __future__ import annotations
