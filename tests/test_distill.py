@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from core.distill import (
+    HARD_NEGATIVES,
     LOSSES,
     DistillConfig,
     distillation_loss,
@@ -213,6 +214,76 @@ def test_hard_bce_batch_mean_and_brute_force():
         per_row.append(bce[labels == 1].mean() + bce[labels == 0].mean())
     expected = torch.stack(per_row).mean()
     assert hard_target_bce(z_s, topk).item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+def test_hard_term_in_training_uses_one_uniform_draw_that_estimates_the_full_mean():
+    # A catalog bigger than HARD_NEGATIVES: distillation_loss draws that many items once for
+    # the batch (shared_sample, the given generator) as the label-0 items.
+    c, k = HARD_NEGATIVES + 44, 4
+    g = torch.Generator().manual_seed(5)
+    z_s = torch.randn(3, c, generator=g, dtype=torch.float64)
+    z_t = torch.randn(3, c, generator=g, dtype=torch.float64)
+    mask = torch.zeros(3, c, dtype=torch.bool)
+    mask[1, :30] = True
+    config = DistillConfig("hard", top_k=k)
+    _, terms = distillation_loss(
+        torch.tensor(0.0), z_s, z_t, config, mask=mask, generator=torch.Generator().manual_seed(8)
+    )
+    draw = shared_sample(3, HARD_NEGATIVES, c, torch.Generator().manual_seed(8))
+    topk = teacher_top_k(z_t, k, mask=mask)
+    expected = hard_target_bce(z_s, topk, negatives=draw, mask=mask).item()
+    assert terms["hard"] == pytest.approx(expected, rel=1e-12)
+    # Unbiased: the mean over many draws is the exact mean over every other unmasked item.
+    exact = hard_target_bce(z_s, topk, mask=mask).item()
+    draws = torch.Generator().manual_seed(0)
+    estimates = torch.tensor(
+        [
+            hard_target_bce(z_s, topk, shared_sample(3, HARD_NEGATIVES, c, draws), mask).item()
+            for _ in range(400)
+        ]
+    )
+    assert estimates.std() > 0  # a sample, not the catalog
+    assert estimates.mean().item() == pytest.approx(exact, abs=4 * estimates.std().item() / 20)
+    # A catalog no bigger than HARD_NEGATIVES is covered exactly.
+    small = z_s[:, :40], z_t[:, :40]
+    _, terms = distillation_loss(torch.tensor(0.0), *small, config)
+    assert terms["hard"] == pytest.approx(
+        hard_target_bce(small[0], teacher_top_k(small[1], k)).item(), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_combined_reads_its_columns_once_with_the_same_value_and_gradient(temperature: float):
+    # Top-K' teacher targets (no full scores): combined reads the kept items and the hard
+    # term's negatives in one gather; value and gradient equal the two terms computed apart.
+    from core.distill import TeacherTargets, soft_target_kl_topk
+
+    c, k = HARD_NEGATIVES + 20, 3
+    g = torch.Generator().manual_seed(2)
+    z_t = torch.randn(4, c, generator=g, dtype=torch.float64)
+    mask = torch.zeros(4, c, dtype=torch.bool)
+    mask[2, :50] = True
+    full = TeacherTargets.from_scores(z_t, 12, temperature, mask=mask)
+    targets = TeacherTargets(full.topk, full.topk_scores, full.log_partition, temperature)
+    config = DistillConfig("combined", top_k=k, temperature=temperature, alpha=0.4, beta=0.7)
+    base = torch.randn(4, c, generator=g, dtype=torch.float64)
+    z_once, z_apart = base.clone().requires_grad_(True), base.clone().requires_grad_(True)
+    total, terms = distillation_loss(
+        torch.tensor(0.0, dtype=torch.float64),
+        z_once,
+        targets,
+        config,
+        mask=mask,
+        generator=torch.Generator().manual_seed(4),
+    )
+    total.backward()
+    draw = shared_sample(4, HARD_NEGATIVES, c, torch.Generator().manual_seed(4))
+    soft = soft_target_kl_topk(z_apart, targets, mask=mask)
+    hard = hard_target_bce(z_apart, targets.topk[:, :k], negatives=draw, mask=mask)
+    (0.4 * soft + 0.7 * hard).backward()
+    assert terms["soft"] == pytest.approx(soft.item(), rel=1e-12)
+    assert terms["hard"] == pytest.approx(hard.item(), rel=1e-12)
+    assert torch.allclose(z_once.grad, z_apart.grad, rtol=1e-12, atol=1e-15)
 
 
 # --------------------------------------------------------------------- ranking distillation
