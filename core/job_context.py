@@ -313,6 +313,11 @@ class JobContext:
             self.cancel_event.set()
             raise
 
+    def keep_training_notes(self, notes: Iterable[str]) -> None:
+        """What training noted about the run (how the teacher's outputs were kept, the task
+        loss used): stored with the next progress snapshot, read by the Runs page."""
+        self._progress["training_notes"] = [str(note) for note in notes]
+
     def set_message(self, message: str, fraction: float | None = None) -> None:
         """Show what the run is doing now (e.g. "evaluating on test")."""
         changes: dict[str, Any] = {"message": message}

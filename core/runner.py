@@ -118,6 +118,7 @@ def training_runner(ctx: JobContext) -> JobOutcome:
         ),
     )
     ctx.check_cancelled()
+    ctx.keep_training_notes(outcome.training.notes)
     ctx.set_message("saving the checkpoint")
     artifact = ctx.write_artifact(CHECKPOINT, outcome.model.save, kind="checkpoint")
     test_rows = list(outcome.test.to_rows())

@@ -45,6 +45,8 @@ def overview(store, run, titles: dict[int, str]) -> None:
         st.caption(f"Created {run.created:%Y-%m-%d %H:%M} UTC, ran {run.duration_seconds:.1f} s.")
     if run.status in ENDED_BADLY:
         st.error(md_escape(run.error or f"The run was {run.status}."), icon=":material/error:")
+    for note in run.progress.get("training_notes") or ():
+        st.caption(md_escape(note))
     if run.teacher_run_id is not None:
         teacher = titles.get(run.teacher_run_id, f"#{run.teacher_run_id} (deleted)")
         left, right = st.columns([3, 1])

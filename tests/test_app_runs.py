@@ -59,6 +59,9 @@ def test_detail_of_a_student_links_to_its_teacher(seeded_home):
     at = run_page(run=str(ids["student-soft"]))
     texts = [t.value for t in at.text]
     assert f"Teacher: #{ids['teacher']} teacher" in texts
+    # What training noted is kept with the run (here: the teacher's outputs, computed once).
+    captions = [c.value for c in at.caption]
+    assert any("teacher's outputs on" in c and "computed once" in c for c in captions), captions
     metrics = at.dataframe[1].value
     assert {"all", "cold", "warm", "heavy"} <= set(metrics.columns)
     assert "ndcg@10" in metrics.index

@@ -19,6 +19,9 @@ def test_seeded_runs_store_metrics_checkpoints_and_overlap(seeded_home):
     assert 0.0 <= results["ndcg@10"] <= 1.0
     assert 0.0 <= results["jaccard_vs_teacher@10"] <= 1.0
     assert len(store.epochs(student.id)) >= 1
+    notes = student.progress["training_notes"]
+    assert any("computed once" in note for note in notes), notes
+    assert teacher.progress["training_notes"] == []  # nothing to note for a plain run
     model = run_model(store, teacher)
     assert model.num_parameters() == teacher.num_params
     assert store.get_run(ids["popularity"]).num_params == 0
