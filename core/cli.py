@@ -28,6 +28,7 @@ from core.pipeline import (
     run_experiment,
     student_specs,
 )
+from core.train import TrainConfig
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -206,11 +207,16 @@ def experiment_specs(
         plan.student,
         **given(family=args.student_family, dim=args.student_dim, layers=args.student_layers),
     )
-    epochs = given(epochs=args.epochs)
-    if args.epochs:
-        epochs["min_epochs"] = min(args.epochs, plan.teacher_train.min_epochs)
-    teacher_train = replace(plan.teacher_train, seed=args.seed, device=args.device, **epochs)
-    student_train = replace(plan.student_train, seed=args.seed, device=args.device, **epochs)
+
+    def capped(train: TrainConfig) -> TrainConfig:
+        """The plan's training, at most ``--epochs`` epochs (its own minimum, capped too)."""
+        epochs = given(epochs=args.epochs)
+        if args.epochs:
+            epochs["min_epochs"] = min(args.epochs, train.min_epochs)
+        return replace(train, seed=args.seed, device=args.device, **epochs)
+
+    teacher_train = capped(plan.teacher_train)
+    student_train = capped(plan.student_train)
     teacher = RunSpec(name="teacher", role=Role.TEACHER, model=teacher_model, train=teacher_train)
     methods = tuple(m for m in args.methods.split(",") if m)
     unknown = [m for m in methods if m not in DISTILL_METHODS]
