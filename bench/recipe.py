@@ -2,9 +2,10 @@
 
 For one log (the demo shop, a generated shape, or any supported file), trains the recipe's
 teacher and, one knob at a time, its neighbours: half and double the width, dropout 0.1
-lower and 0.2 higher, half and double the learning rate, one block fewer and one more. For
-the student (the recipe's 10% width, no teacher): the teacher's learning rate against the
-recipe's 3x, dropout 0.1 and 0.2 against none, and 3/4 and 3/2 of its epochs. ``--live``
+lower and 0.2 higher, half and double the learning rate, the other rate schedule, 2/3 and
+4/3 of its epochs, one block fewer and one more. For the student (the recipe's 10% width,
+no teacher): the teacher's learning rate against the recipe's 3x, dropout 0.1 and 0.2
+against none, and 3/4 and 3/2 of its epochs. ``--live``
 does the same around the live demo's recipe (core.recipe.live: a few fixed epochs, less
 dropout, a larger rate that falls linearly), plus its schedule against a constant rate.
 Every variant is scored by its best *validation* NDCG@10 only: test figures are never read
@@ -19,6 +20,7 @@ value is the best on validation.
     python bench/recipe.py --shape long_no_repeat --epochs 15
     python bench/recipe.py --data FILE --knobs dim,lr
     python bench/recipe.py --live --knobs dropout,lr,schedule
+    python bench/recipe.py --knobs schedule,epochs
     python bench/recipe.py --knobs student_dropout,student_epochs,student_lr
 """
 
@@ -48,6 +50,7 @@ KNOBS = (
     "lr",
     "layers",
     "schedule",
+    "epochs",
     "student_lr",
     "student_dropout",
     "student_epochs",
@@ -70,6 +73,18 @@ def variants(plan, knobs: tuple[str, ...]):
     if "schedule" in knobs:
         other = "constant" if tt.lr_schedule == "linear" else "linear"
         yield "teacher", "schedule", other, t, replace(tt, lr_schedule=other), False
+    if "epochs" in knobs:
+        for epochs in (max(1, tt.epochs * 2 // 3), tt.epochs * 4 // 3):
+            # A schedule run to its end stays so; otherwise early stopping keeps its minimum.
+            least = epochs if tt.min_epochs == tt.epochs else min(tt.min_epochs, epochs)
+            yield (
+                "teacher",
+                "epochs",
+                epochs,
+                t,
+                replace(tt, epochs=epochs, min_epochs=least),
+                False,
+            )
     if "layers" in knobs and t.family == "sasrec":
         for layers in (max(1, t.layers - 1), t.layers + 1):
             if layers != t.layers:
