@@ -303,15 +303,15 @@ def _shape(run: RunRecord) -> str:
 
 # A distilled epoch's cost over its twin's, by method (the teacher's outputs are precomputed
 # once, core.teacher_cache). Measured on the demo shop's 10% student, median epoch_seconds
-# over the twin's in one run of bench/distill.py (2 cores, nothing else running): soft 1.42x,
-# ranking 1.52x, listwise 1.69x, hard 1.88x, combined 2.28x (the hard term's softplus over
-# the whole catalog costs about what the task loss does; the twin's own epoch is 2.3 s).
+# over the twin's in one run of bench/distill.py (2 cores, nothing else running): soft 1.16x,
+# ranking 1.09x, hard 1.28x, listwise 1.29x, combined 1.46x (the hard term reads a uniform
+# draw of 256 items, not the whole catalog; the twin's own epoch is 3.3 s).
 DISTILLED_EPOCH_FACTOR = {
-    Method.SOFT: 1.4,
-    Method.HARD: 1.9,
-    Method.COMBINED: 2.3,
-    Method.RANKING: 1.5,
-    Method.LISTWISE: 1.7,
+    Method.SOFT: 1.2,
+    Method.HARD: 1.3,
+    Method.COMBINED: 1.5,
+    Method.RANKING: 1.1,
+    Method.LISTWISE: 1.3,
 }
 # Before its first epoch a distilled run scores its training rows with the teacher once
 # (core.teacher_cache): a forward pass without backward or validation, about half of one of
