@@ -23,11 +23,8 @@ NDCG@10 only (``bench/recipe.py``), never on test.
 - Learning rate 1e-3 (2e-3 for small logs, which take few steps per epoch); students
   take three times the teacher's rate (at most 1e-2): narrow models converge too slowly
   otherwise.
-- A SASRec teacher's rate falls linearly over ``TEACHER_EPOCHS``, every epoch run (an early
-  stop would cut the schedule before its low-rate end); the best validation epoch is kept.
-- Early stopping otherwise (students, MF): patience of 5 epochs and at least 10 epochs
-  before stopping, so a noisy validation curve is not cut at its first dip; the best
-  epoch's weights are restored.
+- Early stopping: patience of 5 epochs and at least 10 epochs before stopping, so a noisy
+  validation curve is not cut at its first dip; the best epoch's weights are restored.
 - The student has the teacher's family, depth 1 and the width that gives it the asked
   share of the teacher's parameters (item tables dominate, so width is the size knob).
   A model that small under-fits rather than over-fits: no dropout, and a rate that falls
@@ -90,14 +87,6 @@ MF_LR = 3e-3
 # the old constant rate at dropout 0.2 needed ~50 epochs for 0.3732.
 STUDENT_EPOCHS = 20
 STUDENT_DROPOUT = 0.0
-# A SASRec teacher's rate falls linearly over TEACHER_EPOCHS, and every epoch runs (an
-# early stop would cut the schedule before its low-rate end, where the model settles); the
-# best epoch on validation is kept. Demo shop, seed 0, dropout 0.3 (the evidence rule),
-# validation NDCG@10: 0.4000 over 15 epochs, 0.3977 over 20, against 0.3938 for the old
-# constant 2e-3 with early stopping (dropout 0.2 over 20: 0.3971; 0.1 at 3e-3 over 15:
-# 0.3955). On test, 0.4036 against 0.3976; the soft-distilled 10% student's validation
-# rose with it (0.3940 against 0.3889): a better teacher is worth distilling.
-TEACHER_EPOCHS = 15
 # When most held-out targets are items the user already has (re-orders of staples), the next
 # item is mostly a copy from the history, and heavy dropout on the history's embeddings
 # blots out what the model copies from. On the repeat-heavy generated log (81% repeats,
@@ -285,17 +274,6 @@ def recipe(profile: DataProfile, *, student_fraction: float = 0.10, seed: int = 
     student = replace(teacher, dim=width, layers=1)
     how = ""
     if teacher.family == Family.SASREC:
-        # The teacher's rate falls linearly over TEACHER_EPOCHS, all of them run (see there).
-        train = replace(
-            train,
-            epochs=TEACHER_EPOCHS,
-            min_epochs=TEACHER_EPOCHS,
-            lr_schedule="linear",
-        )
-        reasons.append(
-            f"Teacher: {TEACHER_EPOCHS} epochs at a rate falling to zero, all of them run; "
-            "the best epoch on validation is kept."
-        )
         # It under-fits rather than over-fits: no dropout, its rate falling linearly over
         # STUDENT_EPOCHS (see there). MF keeps the teacher's schedule: measured on SASRec only.
         student = replace(student, dropout=STUDENT_DROPOUT)

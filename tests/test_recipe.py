@@ -58,7 +58,7 @@ def test_students_train_without_dropout_at_a_falling_rate():
     from core.recipe import STUDENT_DROPOUT, STUDENT_EPOCHS
 
     plan = recipe(profile(interactions=30_000))  # sparse: the teacher's dropout is 0.5
-    assert plan.teacher.dropout == 0.5
+    assert plan.teacher.dropout == 0.5 and plan.teacher_train.lr_schedule == "constant"
     assert plan.student.dropout == STUDENT_DROPOUT == 0.0
     assert plan.student_train.lr_schedule == "linear"
     assert plan.student_train.epochs == STUDENT_EPOCHS
@@ -70,22 +70,6 @@ def test_students_train_without_dropout_at_a_falling_rate():
     assert mf.student_train.lr_schedule == "constant"
     assert mf.student_train.epochs == mf.teacher_train.epochs
     assert not any("no dropout" in r for r in mf.reasons)
-
-
-def test_sasrec_teachers_run_a_falling_rate_to_its_end_and_keep_the_best_epoch():
-    from core.recipe import STUDENT_EPOCHS, TEACHER_EPOCHS
-
-    plan = recipe(profile())
-    train = plan.teacher_train
-    assert train.lr_schedule == "linear"
-    # Every epoch of the schedule runs: early stopping cannot cut its low-rate end.
-    assert train.epochs == train.min_epochs == TEACHER_EPOCHS
-    assert any("falling to zero" in r for r in plan.reasons)
-    # Students keep early stopping within their own schedule.
-    assert plan.student_train.epochs == STUDENT_EPOCHS > plan.student_train.min_epochs
-    # MF teachers keep the constant rate and early stopping (the rule was measured on SASRec).
-    mf = recipe(profile(median_history=2.0)).teacher_train
-    assert mf.lr_schedule == "constant" and mf.min_epochs < mf.epochs
 
 
 def test_repeat_heavy_logs_keep_the_history_the_teacher_copies_from():
