@@ -353,7 +353,7 @@ def live(plan: Recipe) -> Recipe:
     reason = (
         f"Live demo: the teacher trains {teacher_train.epochs} epochs and each student "
         f"{student_train.epochs}, with dropout at most {LIVE_MAX_DROPOUT} and a rate that "
-        "falls linearly, so the demo ends in minutes; the full recipe trains longer."
+        "falls linearly, so the demo ends in minutes; the full recipe early-stops."
     )
     return replace(
         plan,
