@@ -350,6 +350,8 @@ def hard_target_bce(
         pos_valid = ~mask.gather(1, teacher_topk)
 
     if negatives is None:
+        if picked is not None:
+            raise ValueError("picked scores come with the negatives they were read for.")
         z_pos = z_s.gather(1, teacher_topk)
         # Every unmasked item that is not a positive: the row's sum over the catalog minus
         # the positives' part, so no [B, C] label matrix is built.
