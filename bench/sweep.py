@@ -177,16 +177,17 @@ def main(argv: list[str] | None = None) -> int:
 
     data = load(args)
     plan = recipe_for(data, seed=seeds[0])
-    cap = {"epochs": args.epochs, "min_epochs": min(args.epochs, 10)} if args.epochs else {}
+
+    def cap(train):
+        return train.capped(args.epochs) if args.epochs else train
+
     log(
         f"{data.name}: {data.n_users:,} users, {data.n_items:,} items, "
         f"{data.n_interactions:,} interactions; mask {'on' if data.masks_history else 'off'}"
     )
     for reason in plan.reasons:
         log(f"  recipe: {reason}")
-    teacher_spec = RunSpec(
-        "teacher", Role.TEACHER, plan.teacher, replace(plan.teacher_train, **cap)
-    )
+    teacher_spec = RunSpec("teacher", Role.TEACHER, plan.teacher, cap(plan.teacher_train))
     teacher = cached_teacher(data, teacher_spec) if args.reuse_teacher else None
     if teacher is None:
         teacher = train_and_evaluate(data, teacher_spec)
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         width = student_width(plan.teacher, data.n_users, data.n_items, fraction)
         model = replace(plan.student, dim=width)
         real = count_parameters(model, data.n_users, data.n_items) / t_params
-        base_train = replace(plan.student_train, **cap)
+        base_train = cap(plan.student_train)
 
         def spec(candidate, seed: int, model=model, base_train=base_train, width=width):
             label, method, knobs = candidate

@@ -209,11 +209,10 @@ def experiment_specs(
     )
 
     def capped(train: TrainConfig) -> TrainConfig:
-        """The plan's training, at most ``--epochs`` epochs (its own minimum, capped too)."""
-        epochs = given(epochs=args.epochs)
+        """The plan's training, at most ``--epochs`` epochs in all (TrainConfig.capped)."""
         if args.epochs:
-            epochs["min_epochs"] = min(args.epochs, train.min_epochs)
-        return replace(train, seed=args.seed, device=args.device, **epochs)
+            train = train.capped(args.epochs)
+        return replace(train, seed=args.seed, device=args.device)
 
     teacher_train = capped(plan.teacher_train)
     student_train = capped(plan.student_train)

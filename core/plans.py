@@ -168,10 +168,7 @@ def submit_sweep(
     distill.validate()
     student_train = recipe.student_train
     if epochs is not None:
-        cap = max(1, min(student_train.epochs, int(epochs)))
-        student_train = replace(
-            student_train, epochs=cap, min_epochs=min(student_train.min_epochs, cap)
-        )
+        student_train = student_train.capped(epochs)
     chosen = _seeds(seeds, student_train.seed)
     sizes = sweep_sizes(teacher_spec.model, dataset.n_users, dataset.n_items, fractions)
     steps: list[PlanStep] = []

@@ -32,6 +32,7 @@ from core.models.softmax import LOSS_MODES, PROPOSALS, NegativeSampler, SoftmaxL
 from core.teacher_cache import DEFAULT_BUDGET_BYTES, TeacherCache, candidate_rows, distill_mask
 
 LR_SCHEDULES = ("constant", "linear")
+MAX_ANNEAL_EPOCHS = 100
 
 MAX_LR = 10.0
 # More shared negatives than this cost more than a chunked exact loss would on any catalog
@@ -63,6 +64,12 @@ class TrainConfig:
                 the first to lr / epochs in the last (torch's LinearLR, stepped each epoch).
                 Meant for a fixed number of epochs (the live demo), where it lands the
                 weights in a flatter spot than a constant rate stopped at the same epoch.
+    anneal_epochs: with a constant rate, once early stopping (or the last epoch) ends it, the
+                best epoch's weights are restored and train this many more epochs at a rate
+                falling linearly from lr to lr / anneal_epochs, with a fresh optimizer (the
+                old one's moments belong to later weights). Validation still picks the best
+                epoch, so the tail can only raise the validation NDCG@10 a run keeps.
+                A constant rate finds the plateau; the falling one settles into it.
     """
 
     epochs: int = 30
@@ -79,6 +86,7 @@ class TrainConfig:
     softmax_negatives: int = 1024
     softmax_proposal: str = "popularity"
     lr_schedule: str = "constant"
+    anneal_epochs: int = 0
 
     def validate(self) -> TrainConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.negatives < 1:
@@ -107,6 +115,16 @@ class TrainConfig:
             raise ConfigError(
                 f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {self.lr_schedule!r}."
             )
+        if not 0 <= self.anneal_epochs <= MAX_ANNEAL_EPOCHS:
+            raise ConfigError(
+                f"anneal_epochs must be between 0 and {MAX_ANNEAL_EPOCHS}; "
+                f"got {self.anneal_epochs}."
+            )
+        if self.anneal_epochs and self.lr_schedule != "constant":
+            raise ConfigError(
+                f"anneal_epochs follows a constant rate; with lr_schedule "
+                f"{self.lr_schedule!r} the rate already falls, so set anneal_epochs to 0."
+            )
         if self.loss not in LOSS_MODES:
             raise ConfigError(f"loss must be one of {', '.join(LOSS_MODES)}; got {self.loss!r}.")
         negatives = self.softmax_negatives
@@ -130,6 +148,17 @@ class TrainConfig:
                 "CUDA was requested but no GPU is available here; choose auto or cpu."
             )
         return self
+
+    def capped(self, cap: int) -> TrainConfig:
+        """At most ``cap`` epochs in all, the anneal included (a quick run's ``--epochs``):
+        the anneal keeps its length up to half the cap, the first phase takes the rest, and
+        the minimum before early stopping is capped with it."""
+        cap = max(1, int(cap))
+        anneal = min(self.anneal_epochs, cap // 2)
+        epochs = max(1, min(self.epochs, cap - anneal))
+        return replace(
+            self, epochs=epochs, min_epochs=min(self.min_epochs, epochs), anneal_epochs=anneal
+        )
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
@@ -316,72 +345,91 @@ def train_model(
     )
     notes = objective.notes
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = None
-    if config.lr_schedule == "linear" and config.epochs > 1:
-        schedule = torch.optim.lr_scheduler.LinearLR(
-            optimizer,
-            start_factor=1.0,
-            end_factor=1.0 / config.epochs,
-            total_iters=config.epochs - 1,
+    def adam() -> torch.optim.Adam:
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    def falling(optimizer: torch.optim.Optimizer, epochs: int):
+        """The rate falls linearly from lr (first epoch) to lr / epochs (last)."""
+        if epochs <= 1:
+            return None
+        return torch.optim.lr_scheduler.LinearLR(
+            optimizer, start_factor=1.0, end_factor=1.0 / epochs, total_iters=epochs - 1
         )
+
+    optimizer = adam()
+    schedule = falling(optimizer, config.epochs) if config.lr_schedule == "linear" else None
     best_ndcg, best_epoch, best_state = -1.0, 0, None
     history: list[EpochReport] = []
     stopped_early = False
-    for epoch in range(1, config.epochs + 1):
-        epoch_start = time.perf_counter()
-        model.train()
-        sums: dict[str, float] = {}
-        total, n_batches = 0.0, 0
-        for batch in model.task_batches(data, config.batch_size, config.negatives, rng):
-            if cancel is not None and cancel.is_set():
-                raise TrainingCancelled(f"Cancelled by the user during epoch {epoch}.")
-            loss, terms = objective(batch.to(device))
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"The loss became {float(loss.detach())} in epoch {epoch}, batch {n_batches + 1}; "
-                    "lower the learning rate or the distillation weights and try again."
+    # Epochs still planned after the current one: the rest of this phase and the anneal.
+    planned = config.epochs + config.anneal_epochs
+    phases = [(1, config.epochs, True)]  # (first epoch, last epoch, may stop early)
+    while phases:
+        first, last, may_stop = phases.pop(0)
+        for epoch in range(first, last + 1):
+            epoch_start = time.perf_counter()
+            model.train()
+            sums: dict[str, float] = {}
+            total, n_batches = 0.0, 0
+            for batch in model.task_batches(data, config.batch_size, config.negatives, rng):
+                if cancel is not None and cancel.is_set():
+                    raise TrainingCancelled(f"Cancelled by the user during epoch {epoch}.")
+                loss, terms = objective(batch.to(device))
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"The loss became {float(loss.detach())} in epoch {epoch}, batch "
+                        f"{n_batches + 1}; lower the learning rate or the distillation weights "
+                        "and try again."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                n_batches += 1
+                for name, value in terms.items():
+                    if name != "total":
+                        sums[name] = sums.get(name, 0.0) + float(value)
+                total += float(loss.detach())
+            if n_batches == 0:
+                raise ConfigError(
+                    "There is nothing to train on: no user has two training interactions."
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            n_batches += 1
-            for name, value in terms.items():
-                if name != "total":
-                    sums[name] = sums.get(name, 0.0) + float(value)
-            total += float(loss.detach())
-        if n_batches == 0:
-            raise ConfigError(
-                "There is nothing to train on: no user has two training interactions."
-            )
 
-        if schedule is not None:
-            schedule.step()
-        val = validation_metrics(model, data)
-        improved = val["ndcg@10"] > best_ndcg
-        if improved:
-            best_ndcg, best_epoch = val["ndcg@10"], epoch
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        seconds = time.perf_counter() - epoch_start
-        mean_epoch = (time.perf_counter() - started) / epoch
-        terms = {k: v / n_batches for k, v in sums.items()}
-        report = EpochReport(
-            epoch=epoch,
-            epochs=config.epochs,
-            loss=total / n_batches,
-            terms=terms,
-            val=val,
-            seconds=seconds,
-            eta_seconds=mean_epoch * (config.epochs - epoch),
-            best_epoch=best_epoch,
-            improved=improved,
-        )
-        history.append(report)
-        if progress:
-            progress(report)
-        if epoch >= config.min_epochs and epoch - best_epoch >= config.patience:
-            stopped_early = epoch < config.epochs
-            break
+            if schedule is not None:
+                schedule.step()
+            val = validation_metrics(model, data)
+            improved = val["ndcg@10"] > best_ndcg
+            if improved:
+                best_ndcg, best_epoch = val["ndcg@10"], epoch
+                best_state = copy.deepcopy(
+                    {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                )
+            seconds = time.perf_counter() - epoch_start
+            mean_epoch = (time.perf_counter() - started) / epoch
+            report = EpochReport(
+                epoch=epoch,
+                epochs=planned,
+                loss=total / n_batches,
+                terms={k: v / n_batches for k, v in sums.items()},
+                val=val,
+                seconds=seconds,
+                eta_seconds=mean_epoch * (planned - epoch),
+                best_epoch=best_epoch,
+                improved=improved,
+            )
+            history.append(report)
+            if progress:
+                progress(report)
+            if may_stop and epoch >= config.min_epochs and epoch - best_epoch >= config.patience:
+                stopped_early = epoch < config.epochs
+                break
+        if may_stop and config.anneal_epochs and best_state is not None:
+            # The anneal starts from the best weights, with a fresh optimizer.
+            epoch = len(history)
+            planned = epoch + config.anneal_epochs
+            model.load_state_dict(best_state)
+            optimizer = adam()
+            schedule = falling(optimizer, config.anneal_epochs)
+            phases.append((epoch + 1, planned, False))
 
     optimizer.zero_grad(set_to_none=True)  # release gradient memory; a teacher keeps none
     if best_state is not None:

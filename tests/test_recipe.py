@@ -65,6 +65,12 @@ def test_students_train_without_dropout_at_a_falling_rate():
     assert plan.student_train.min_epochs <= STUDENT_EPOCHS
     assert plan.student_train.lr == pytest.approx(3 * plan.teacher_train.lr)
     assert any("no dropout" in r for r in plan.reasons)
+    # The teacher ends on a falling rate too: an anneal after early stopping.
+    from core.recipe import ANNEAL_EPOCHS, live
+
+    assert plan.teacher_train.anneal_epochs == ANNEAL_EPOCHS > 0
+    assert plan.student_train.anneal_epochs == 0
+    assert live(plan).teacher_train.anneal_epochs == 0  # a fixed, falling-rate demo
     # MF students keep the teacher's schedule (the rule was measured on SASRec only).
     mf = recipe(profile(median_history=2.0))
     assert mf.student_train.lr_schedule == "constant"

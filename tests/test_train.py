@@ -71,6 +71,56 @@ def test_early_stopping_restores_best_weights(data):
     assert all(torch.allclose(initial[k], v, atol=1e-6) for k, v in model.state_dict().items())
 
 
+def test_anneal_restarts_from_the_best_weights_at_a_falling_rate(data, monkeypatch):
+    # Phase one at a constant rate, then the anneal: a fresh Adam whose rate falls linearly
+    # from lr to lr / anneal_epochs, one value per epoch.
+    seen = []
+    step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        seen.append((id(self), self.param_groups[0]["lr"]))
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    config = TrainConfig(epochs=3, batch_size=16, lr=0.02, patience=3, anneal_epochs=4, seed=1)
+    reports = []
+    model = fresh(SASREC, data)
+    result = train_model(model, data, config, progress=reports.append)
+    assert result.epochs_run == len(reports) == 7 and not result.stopped_early
+    assert [r.epoch for r in reports] == list(range(1, 8))
+    assert {r.epochs for r in reports} == {7} and reports[-1].eta_seconds == 0.0
+    per_step = len(seen) // 7
+    rates = [seen[i * per_step][1] for i in range(7)]
+    assert rates == pytest.approx([0.02] * 3 + [0.02, 0.015, 0.01, 0.005])
+    assert seen[0][0] != seen[-1][0]  # a fresh optimizer for the anneal
+    # Validation still picks the best epoch, over both phases.
+    from core.train import validation_metrics
+
+    assert result.best_val_ndcg == max(r.val["ndcg@10"] for r in reports)
+    assert validation_metrics(model, data)["ndcg@10"] == pytest.approx(result.best_val_ndcg)
+
+
+def test_anneal_starts_where_early_stopping_kept_the_weights(data):
+    # At a vanishing rate nothing improves after epoch 1: early stopping ends phase one at
+    # epoch 3, and the anneal's two epochs follow from epoch 1's weights.
+    model = fresh(MF, data)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    config = TrainConfig(epochs=10, lr=1e-12, patience=2, batch_size=16, anneal_epochs=2)
+    result = train_model(model, data, config)
+    assert result.epochs_run == 5 and result.stopped_early and result.best_epoch == 1
+    assert all(torch.allclose(initial[k], v, atol=1e-6) for k, v in model.state_dict().items())
+
+
+def test_capped_covers_the_anneal():
+    train = TrainConfig(epochs=60, min_epochs=10, anneal_epochs=5)
+    assert train.capped(1) == replace(train, epochs=1, min_epochs=1, anneal_epochs=0)
+    assert train.capped(3) == replace(train, epochs=2, min_epochs=2, anneal_epochs=1)
+    assert train.capped(12) == replace(train, epochs=7, min_epochs=7, anneal_epochs=5)
+    assert train.capped(100) == train
+    plain = TrainConfig(epochs=20, min_epochs=10)
+    assert plain.capped(4) == replace(plain, epochs=4, min_epochs=4)
+
+
 def test_best_epoch_weights_are_the_ones_returned(data):
     model = fresh(SASREC, data)
     result = train_model(model, data, FAST)
@@ -147,6 +197,9 @@ def test_distillation_without_teacher_is_a_config_error(data):
         {"loss": "sampled-ish"},
         {"softmax_negatives": 0},
         {"softmax_proposal": "zipf"},
+        {"anneal_epochs": -1},
+        {"anneal_epochs": 101},
+        {"anneal_epochs": 2, "lr_schedule": "linear"},
     ],
 )
 def test_bad_train_config(bad):

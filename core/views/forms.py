@@ -342,10 +342,7 @@ def demo_plan(epochs: int | None = None, plan: Recipe | None = None) -> DemoPlan
     """
 
     def capped(train: TrainConfig) -> TrainConfig:
-        if epochs is None:
-            return train
-        cap = max(1, min(train.epochs, epochs))
-        return replace(train, epochs=cap, min_epochs=min(train.min_epochs, cap))
+        return train if epochs is None else train.capped(epochs)
 
     plan = plan or presets(None)
     teacher_train, student_train = capped(plan.teacher_train), capped(plan.student_train)
