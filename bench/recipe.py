@@ -2,7 +2,8 @@
 
 For one log (the demo shop, a generated shape, or any supported file), trains the recipe's
 teacher and, one knob at a time, its neighbours: half and double the width, dropout 0.1
-lower and 0.2 higher, half and double the learning rate, the other rate schedule, 2/3 and
+lower and 0.2 higher, half and double the learning rate, the other rate schedules (constant
+with or without the anneal after early stopping, linear over all epochs), 2/3 and
 4/3 of its epochs, one block fewer and one more. For the student (the recipe's 10% width,
 no teacher): the teacher's learning rate against the recipe's 3x, dropout 0.1 and 0.2
 against none, and 3/4 and 3/2 of its epochs. ``--live``
@@ -40,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.models import build_model  # noqa: E402
-from core.recipe import live, recipe_for  # noqa: E402
+from core.recipe import ANNEAL_EPOCHS, live, recipe_for  # noqa: E402
 from core.train import train_model  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "recipe.json"
@@ -57,6 +58,17 @@ KNOBS = (
 )
 
 
+def schedules(train) -> dict:
+    """The rate schedules a teacher is compared on: constant (early stopping alone), the
+    same followed by the recipe's anneal, and a rate falling linearly over all epochs."""
+    anneal = train.anneal_epochs or ANNEAL_EPOCHS
+    return {
+        "constant": replace(train, lr_schedule="constant", anneal_epochs=0),
+        f"constant+anneal {anneal}": replace(train, lr_schedule="constant", anneal_epochs=anneal),
+        "linear": replace(train, lr_schedule="linear", anneal_epochs=0),
+    }
+
+
 def variants(plan, knobs: tuple[str, ...]):
     """``(model, knob, value, ModelConfig, TrainConfig, is_recipe)`` for every variant."""
     t, tt, s, st = plan.teacher, plan.teacher_train, plan.student, plan.student_train
@@ -71,8 +83,9 @@ def variants(plan, knobs: tuple[str, ...]):
         for lr in (tt.lr / 2, tt.lr * 2):
             yield "teacher", "lr", lr, t, replace(tt, lr=lr), False
     if "schedule" in knobs:
-        other = "constant" if tt.lr_schedule == "linear" else "linear"
-        yield "teacher", "schedule", other, t, replace(tt, lr_schedule=other), False
+        for label, other in schedules(tt).items():
+            if other != tt:
+                yield "teacher", "schedule", label, t, other, False
     if "epochs" in knobs:
         for epochs in (max(1, tt.epochs * 2 // 3), tt.epochs * 4 // 3):
             # A schedule run to its end stays so; otherwise early stopping keeps its minimum.
@@ -126,10 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model_kind, knob, value, model_config, train_config, is_recipe in variants(plan, knobs):
         if args.epochs:
-            cap = min(args.epochs, train_config.epochs)
-            train_config = replace(
-                train_config, epochs=cap, min_epochs=min(train_config.min_epochs, cap)
-            )
+            train_config = train_config.capped(args.epochs)
         torch.manual_seed(train_config.seed)
         model = build_model(model_config, data.n_users, data.n_items)
         result = train_model(model, data, train_config)
