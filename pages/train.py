@@ -44,7 +44,7 @@ def number_fields(role: str, fields: list[forms.NumberField], base: object) -> d
 
 
 def train_fields(role: str, base: object) -> dict:
-    values = number_fields(role, list(forms.TRAIN_FIELDS), base)
+    values = number_fields(role, forms.train_fields(base), base)
     values["device"] = st.selectbox("Device", forms.DEVICES, key=f"{role}_device")
     return values
 

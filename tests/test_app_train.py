@@ -58,12 +58,16 @@ def test_renders_forms_for_a_seeded_store(seeded_home):
     # teacher: 4 SASRec sizes + 7 training numbers; student: the same + soft's T and a
     teacher_inputs = [n for n in at.number_input if n.key.startswith("teacher_")]
     student_inputs = [n for n in at.number_input if n.key.startswith("student_")]
-    assert len(teacher_inputs) == 11 and len(student_inputs) == 13
+    # (and the teacher's anneal after early stopping; the student's rate already falls)
+    assert len(teacher_inputs) == 12 and len(student_inputs) == 13
     # The defaults are the dataset's recipe (what `python -m core run` trains).
     plan = forms.presets(dataset)
     assert at.number_input(key="teacher_dim").value == plan.teacher.dim
     assert at.number_input(key="student_dim").value == plan.student.dim
     assert at.number_input(key="student_lr").value == pytest.approx(plan.student_train.lr)
+    anneal = at.number_input(key="teacher_anneal_epochs")
+    assert anneal.label == "Anneal epochs" and anneal.value == plan.teacher_train.anneal_epochs
+    assert not [n for n in student_inputs if n.key == "student_anneal_epochs"]
     assert at.selectbox(key="student_teacher").value == teacher.id
     assert at.selectbox(key="student_method").value == "soft"
     assert at.checkbox(key="student_baseline").value is True
@@ -100,7 +104,7 @@ def test_submit_a_tiny_teacher_then_a_student_and_its_twin(seeded_home, monkeypa
     monkeypatch.setenv("DISTILLERY_SYNC_JOBS", "1")
     _, ids = seeded_home
     at = train_page()
-    set_numbers(at, "teacher", {**TINY_SIZES, **TINY_TRAIN})
+    set_numbers(at, "teacher", {**TINY_SIZES, **TINY_TRAIN, "anneal_epochs": 1})
     at.text_input(key="teacher_name").set_value("tiny teacher")
     at.button[0].click()  # the teacher form's submit button comes first
     at.run()
@@ -109,6 +113,7 @@ def test_submit_a_tiny_teacher_then_a_student_and_its_twin(seeded_home, monkeypa
     new_teacher = store.list_runs(role="teacher")[-1]
     assert new_teacher.name == "tiny teacher" and new_teacher.status == "succeeded"
     assert new_teacher.config["model"]["dim"] == 8 and new_teacher.config["train"]["epochs"] == 1
+    assert new_teacher.config["train"]["anneal_epochs"] == 1  # the form's, not the recipe's
     assert any("Queued 1 run(s)" in t.value for t in at.toast)
 
     picker = at.selectbox(key="student_teacher")

@@ -33,7 +33,7 @@ from core.pipeline import (
 from core.recipe import SOFT_ALPHA, DataProfile, Recipe, recipe
 from core.records import DatasetRecord, RunRecord
 from core.store import Store
-from core.train import TrainConfig
+from core.train import MAX_ANNEAL_EPOCHS, TrainConfig
 from core.views.text import format_duration
 
 NONE = "(none)"
@@ -88,6 +88,9 @@ TRAIN_FIELDS = (
     NumberField("min_epochs", "Min epochs", 1, 1000),
     NumberField("seed", "Seed", 0, 2**31 - 1),
 )
+# The anneal after early stopping (TrainConfig.anneal_epochs) applies to a constant rate only;
+# a student whose rate already falls over its epochs is not offered it.
+ANNEAL_FIELD = NumberField("anneal_epochs", "Anneal epochs", 0, MAX_ANNEAL_EPOCHS)
 KNOB_FIELDS = {
     "temperature": NumberField("temperature", "Temperature T", 0.1, 50.0, 0.5),
     "alpha": NumberField("alpha", "Soft weight a", 0.0, 1.0, 0.05),
@@ -101,6 +104,11 @@ KNOB_FIELDS = {
 # The boolean knobs ("dynamic", "teacher_init") are checkboxes; every other knob is in
 # KNOB_FIELDS.
 DISTILL_DEFAULTS = DistillConfig(method=Method.SOFT)
+
+
+def train_fields(base: TrainConfig) -> list[NumberField]:
+    """The training widgets for a preset: the anneal only where the rate is constant."""
+    return [*TRAIN_FIELDS, ANNEAL_FIELD] if base.lr_schedule == "constant" else list(TRAIN_FIELDS)
 
 
 def size_fields(family: str) -> list[NumberField]:
