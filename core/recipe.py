@@ -105,8 +105,8 @@ REPEAT_HEAVY_SHARE = 0.5
 # 0.3972, long_no_repeat 0.4724 / 0.4724 (the tail found nothing better), repeat_longtail
 # 0.2645 / 0.2698. Five is the only length tried so far (the demo teacher's validation was
 # still rising at the fifth: a longer tail may pay). A rate falling over a fixed 15 epochs
-# instead (every epoch run) reached 0.4000 on the demo
-# shop but 0.4481 on long_no_repeat: a fixed schedule under-trains logs that need more passes.
+# instead (every epoch run) reached 0.4000 on the demo shop but 0.4481 on long_no_repeat:
+# a fixed schedule under-trains logs that need more passes.
 ANNEAL_EPOCHS = 5
 REPEAT_HEAVY_MAX_DROPOUT = 0.2
 
