@@ -47,6 +47,9 @@ from core.pipeline import RunSpec, summary_row, train_and_evaluate  # noqa: E402
 from core.recipe import SIZE_FRACTIONS, recipe_for, student_width  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "sweep.json"
+# The candidates each size selects from: the recipe's method (soft), the same started from
+# the teacher's embeddings, and the literature's picks for small students.
+DEFAULT_METHODS = "soft;soft:teacher_init=true;combined;ranking;listwise"
 ROW_KEYS = (
     "name",
     "role",
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fractions", default=",".join(str(f) for f in SIZE_FRACTIONS))
     p.add_argument(
         "--methods",
-        default="combined;ranking;listwise",
+        default=DEFAULT_METHODS,
         help="candidates for the selection, separated by ';'; name or name:knob=value,...",
     )
     p.add_argument("--epochs", type=int, help="cap on every run's epochs (default: the recipe)")
