@@ -356,80 +356,81 @@ def train_model(
             optimizer, start_factor=1.0, end_factor=1.0 / epochs, total_iters=epochs - 1
         )
 
-    optimizer = adam()
-    schedule = falling(optimizer, config.epochs) if config.lr_schedule == "linear" else None
     best_ndcg, best_epoch, best_state = -1.0, 0, None
     history: list[EpochReport] = []
-    stopped_early = False
-    # Epochs still planned after the current one: the rest of this phase and the anneal.
-    planned = config.epochs + config.anneal_epochs
-    phases = [(1, config.epochs, True)]  # (first epoch, last epoch, may stop early)
-    while phases:
-        first, last, may_stop = phases.pop(0)
-        for epoch in range(first, last + 1):
-            epoch_start = time.perf_counter()
-            model.train()
-            sums: dict[str, float] = {}
-            total, n_batches = 0.0, 0
-            for batch in model.task_batches(data, config.batch_size, config.negatives, rng):
-                if cancel is not None and cancel.is_set():
-                    raise TrainingCancelled(f"Cancelled by the user during epoch {epoch}.")
-                loss, terms = objective(batch.to(device))
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"The loss became {float(loss.detach())} in epoch {epoch}, batch "
-                        f"{n_batches + 1}; lower the learning rate or the distillation weights "
-                        "and try again."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                n_batches += 1
-                for name, value in terms.items():
-                    if name != "total":
-                        sums[name] = sums.get(name, 0.0) + float(value)
-                total += float(loss.detach())
-            if n_batches == 0:
-                raise ConfigError(
-                    "There is nothing to train on: no user has two training interactions."
-                )
+    planned = config.epochs + config.anneal_epochs  # epochs in all, as far as known
 
-            if schedule is not None:
-                schedule.step()
-            val = validation_metrics(model, data)
-            improved = val["ndcg@10"] > best_ndcg
-            if improved:
-                best_ndcg, best_epoch = val["ndcg@10"], epoch
-                best_state = copy.deepcopy(
-                    {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    def run_epoch(epoch: int, optimizer: torch.optim.Optimizer, schedule) -> None:
+        """One pass over the batches, then validation; keeps the best weights and reports."""
+        nonlocal best_ndcg, best_epoch, best_state
+        epoch_start = time.perf_counter()
+        model.train()
+        sums: dict[str, float] = {}
+        total, n_batches = 0.0, 0
+        for batch in model.task_batches(data, config.batch_size, config.negatives, rng):
+            if cancel is not None and cancel.is_set():
+                raise TrainingCancelled(f"Cancelled by the user during epoch {epoch}.")
+            loss, terms = objective(batch.to(device))
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"The loss became {float(loss.detach())} in epoch {epoch}, batch "
+                    f"{n_batches + 1}; lower the learning rate or the distillation weights "
+                    "and try again."
                 )
-            seconds = time.perf_counter() - epoch_start
-            mean_epoch = (time.perf_counter() - started) / epoch
-            report = EpochReport(
-                epoch=epoch,
-                epochs=planned,
-                loss=total / n_batches,
-                terms={k: v / n_batches for k, v in sums.items()},
-                val=val,
-                seconds=seconds,
-                eta_seconds=mean_epoch * (planned - epoch),
-                best_epoch=best_epoch,
-                improved=improved,
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            n_batches += 1
+            for name, value in terms.items():
+                if name != "total":
+                    sums[name] = sums.get(name, 0.0) + float(value)
+            total += float(loss.detach())
+        if n_batches == 0:
+            raise ConfigError(
+                "There is nothing to train on: no user has two training interactions."
             )
-            history.append(report)
-            if progress:
-                progress(report)
-            if may_stop and epoch >= config.min_epochs and epoch - best_epoch >= config.patience:
-                stopped_early = epoch < config.epochs
-                break
-        if may_stop and config.anneal_epochs and best_state is not None:
-            # The anneal starts from the best weights, with a fresh optimizer.
-            epoch = len(history)
-            planned = epoch + config.anneal_epochs
-            model.load_state_dict(best_state)
-            optimizer = adam()
-            schedule = falling(optimizer, config.anneal_epochs)
-            phases.append((epoch + 1, planned, False))
+
+        if schedule is not None:
+            schedule.step()
+        val = validation_metrics(model, data)
+        improved = val["ndcg@10"] > best_ndcg
+        if improved:
+            best_ndcg, best_epoch = val["ndcg@10"], epoch
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        seconds = time.perf_counter() - epoch_start
+        mean_epoch = (time.perf_counter() - started) / epoch
+        report = EpochReport(
+            epoch=epoch,
+            epochs=planned,
+            loss=total / n_batches,
+            terms={k: v / n_batches for k, v in sums.items()},
+            val=val,
+            seconds=seconds,
+            eta_seconds=mean_epoch * (planned - epoch),
+            best_epoch=best_epoch,
+            improved=improved,
+        )
+        history.append(report)
+        if progress:
+            progress(report)
+
+    optimizer = adam()
+    schedule = falling(optimizer, config.epochs) if config.lr_schedule == "linear" else None
+    stopped_early = False
+    for epoch in range(1, config.epochs + 1):
+        run_epoch(epoch, optimizer, schedule)
+        if epoch >= config.min_epochs and epoch - best_epoch >= config.patience:
+            stopped_early = epoch < config.epochs
+            break
+    if config.anneal_epochs and best_state is not None:
+        # The anneal starts from the best weights, with a fresh optimizer.
+        done = len(history)
+        planned = done + config.anneal_epochs
+        model.load_state_dict(best_state)
+        optimizer = adam()
+        schedule = falling(optimizer, config.anneal_epochs)
+        for epoch in range(done + 1, planned + 1):
+            run_epoch(epoch, optimizer, schedule)
 
     optimizer.zero_grad(set_to_none=True)  # release gradient memory; a teacher keeps none
     if best_state is not None:
