@@ -225,6 +225,28 @@ def test_sasrec_batches_group_similar_lengths_and_keep_the_real_states():
         assert torch.allclose(cut, whole, atol=1e-5)
 
 
+@pytest.mark.parametrize("layers", [1, 3])
+def test_sasrec_scores_from_the_last_position_alone(layers):
+    """Scoring runs the last block on the last position only; the scores are the full
+    pass's last row (up to float rounding), for any window length and padding."""
+    rng = np.random.default_rng(layers)
+    config = ModelConfig(family="sasrec", dim=16, layers=layers, heads=4, max_len=12, dropout=0.3)
+    torch.manual_seed(layers)
+    model = build_model(config, 40, 25).eval()  # eval: dropout is off for both passes
+    for length in (1, 2, 7, 12):
+        context = torch.from_numpy(rng.integers(1, 26, size=(9, length)))
+        context[:4, : length // 2] = 0  # left padding on some rows
+        with torch.no_grad():
+            whole = model.hidden(context)
+            last = model.hidden(context, last=True)
+            scores = model(context)
+        assert last.shape == (9, 1, 16)
+        assert torch.allclose(last[:, 0], whole[:, -1], atol=1e-5)
+        expected = whole[:, -1] @ model.item_emb.weight[1:].T
+        assert torch.allclose(scores, expected, atol=1e-5)
+        assert torch.equal(scores.argsort(dim=1)[:, -3:], expected.argsort(dim=1)[:, -3:])
+
+
 def test_a_trained_sasrec_pickles_whole(tmp_path):
     """torch.save of the whole model (benches keep trained teachers) after training, when
     the model holds its training windows by a weak reference."""
