@@ -34,7 +34,9 @@ user's *later* items, which would hide the true next item from the teacher's tar
 
 from __future__ import annotations
 
+import threading
 import time
+import weakref
 
 import numpy as np
 import torch
@@ -88,6 +90,24 @@ def _method_uses_soft(method: str) -> bool:
     return method in (Method.SOFT, Method.COMBINED)
 
 
+# The last caches built, for reuse: a bench or a plan distills several students from one
+# teacher in turn, and those whose rows, K and temperature are the same (soft and combined;
+# hard, ranking and listwise) read the same outputs. ``KEEP_BUILT`` builds are kept at most
+# (the two forms the recipe's methods ask for), through weak references to their teacher and
+# dataset; a key holds every teacher tensor's in-place version counter, so a teacher trained
+# further or given other weights is scored again.
+KEEP_BUILT = 2
+_BUILT: list[dict] = []  # most recent last
+_BUILT_LOCK = threading.Lock()
+_CACHED = ("scores", "topk", "topk_scores", "log_partition")
+
+
+def forget_built() -> None:
+    """Drop the outputs kept for reuse."""
+    with _BUILT_LOCK:
+        _BUILT.clear()
+
+
 class TeacherCache:
     """The teacher's targets for every training row of one student, built once."""
 
@@ -126,11 +146,36 @@ class TeacherCache:
         soft_k = min(soft_k, self.n_items - self._most_masked())
         self.k = min(self.n_items, max(config.top_k, soft_k))
         started = time.perf_counter()
-        self._build()
+        key = self._reuse_key(student)
+        with _BUILT_LOCK:
+            kept = next(
+                (
+                    b
+                    for b in _BUILT
+                    if b["teacher"]() is teacher and b["data"]() is data and b["key"] == key
+                ),
+                None,
+            )
+        if kept is not None:
+            for name, value in kept["outputs"].items():
+                setattr(self, name, value)
+        else:
+            self._build()
+            outputs = {name: getattr(self, name) for name in _CACHED if hasattr(self, name)}
+            built = {"teacher": weakref.ref(teacher), "data": weakref.ref(data), "key": key}
+            with _BUILT_LOCK:
+                _BUILT[:] = [b for b in _BUILT if b["teacher"]() is not None] + [
+                    built | {"outputs": outputs}
+                ]
+                del _BUILT[:-KEEP_BUILT]
+        reused = kept is not None
         self.seconds = time.perf_counter() - started
         self.note = (
             f"The teacher's outputs on {self.n_rows:,} training rows were computed once, in "
             f"{self.seconds:.1f} s."
+            if not reused
+            else f"The teacher's outputs on {self.n_rows:,} training rows were reused from "
+            "an earlier student of this teacher (the same rows, K and temperature)."
         )
         if self.mode == "topk" and not full_scores:
             self.note += (
@@ -143,6 +188,15 @@ class TeacherCache:
                 f"{budget_bytes / 2**20:.0f} MB cache budget, so the student learns from the "
                 f"teacher's top {self.k} items and log-partition per row."
             )
+
+    def _reuse_key(self, student: Recommender) -> tuple:
+        """What the built outputs depend on, besides the dataset (compared by identity)."""
+        versions = tuple(
+            (t.data_ptr(), t._version)
+            for t in (*self.teacher.parameters(), *self.teacher.buffers())
+        )
+        rows = (self.per_position, student.config.max_len if self.per_position else None)
+        return (rows, self.mode, self.k, float(self.config.temperature), str(self.device), versions)
 
     def _most_masked(self) -> int:
         """The most items any row's distillation mask removes (0 when nothing is masked)."""

@@ -10,7 +10,13 @@ import torch
 
 from core.distill import DistillConfig, TeacherTargets, soft_target_kl, soft_target_kl_topk
 from core.models import ModelConfig, build_model
-from core.teacher_cache import TeacherCache, distill_mask, prefix_mask, teacher_prefix_scores
+from core.teacher_cache import (
+    TeacherCache,
+    distill_mask,
+    forget_built,
+    prefix_mask,
+    teacher_prefix_scores,
+)
 from core.train import TrainConfig, train_model
 from tests.factories import sequences_dataset
 
@@ -165,14 +171,15 @@ def test_distilled_training_never_runs_the_teacher_inside_an_epoch() -> None:
     calls = {"n": 0}
     hidden = teacher.hidden
 
-    def counted(seq):
+    def counted(seq, **kwargs):
         calls["n"] += 1
-        return hidden(seq)
+        return hidden(seq, **kwargs)
 
     teacher.hidden = counted  # every teacher pass (forward and position_scores) runs hidden
     calls_per_build = []
     for epochs in (1, 3):
         calls["n"] = 0
+        forget_built()  # each run builds its own (a second one would reuse the first's)
         train_model(
             _sasrec(data, seed=2) if epochs == 3 else student,
             data,
@@ -195,7 +202,9 @@ def test_small_chunks_build_the_same_cache(monkeypatch: pytest.MonkeyPatch) -> N
     whole = TeacherCache(teacher, student, data, config, budget_bytes=64)
     assert len(whole._chunks()) == 1
     monkeypatch.setattr(teacher_cache, "SCORE_CHUNK_BYTES", 4 * data.n_items * 7)  # 7 rows
+    forget_built()  # build again, in small chunks, rather than reuse `whole`'s outputs
     cut = TeacherCache(teacher, student, data, config, budget_bytes=64)
+    assert "computed once" in cut.note
     chunks = cut._chunks()
     # Every window exactly once, shortest first (a chunk's windows share their padding).
     assert len(chunks) > 1 and all(len(c) for c in chunks)
@@ -217,3 +226,51 @@ def test_soft_items_stop_where_a_masked_row_runs_out() -> None:
     )
     assert cache.mode == "topk" and 2 <= cache.k < data.n_items
     assert cache.k == data.n_items - cache._most_masked()
+
+
+def test_a_later_student_reuses_the_outputs_only_while_they_would_be_the_same() -> None:
+    """Students distilled in turn from one teacher share its outputs when their rows, K and
+    temperature match; another K, temperature, window, dataset or teacher weights build
+    them again, and reused outputs give the same targets as a fresh build."""
+    forget_built()
+    data = replace(_data(4), history_mask="on")
+    teacher = _sasrec(data, dim=16)
+    soft = DistillConfig(method="soft", top_k=3)
+
+    def cache(config=soft, student=None, budget=64, of=teacher, on=data):
+        student = student or _sasrec(on, seed=1)
+        return TeacherCache(of, student, on, config, budget_bytes=budget)
+
+    first = cache()
+    assert "computed once" in first.note and first.mode == "topk"
+    again = cache(replace(soft, method="combined", alpha=0.5))  # same K (soft's), same T
+    assert "reused" in again.note and again.topk is first.topk
+    assert "reused" in cache().note  # a fresh student model, the same windows
+    student = _sasrec(data, seed=1)
+    for batch, step in _batches(student, data):
+        mask = distill_mask(data, batch, step, data.n_items)
+        a, b = first.targets(batch, step, mask), again.targets(batch, step, mask)
+        assert torch.equal(a.topk, b.topk) and torch.equal(a.log_partition, b.log_partition)
+
+    rebuilt = {
+        "another K": cache(DistillConfig(method="ranking", top_k=3)),
+        "another temperature": cache(replace(soft, temperature=2.0)),
+        "another window": cache(student=_sasrec(data, max_len=5, seed=1)),
+        "the full form": cache(budget=2**30),
+        "another dataset": cache(on=replace(data)),
+    }
+    for why, built in rebuilt.items():
+        assert "computed once" in built.note, why
+    # The last two builds are kept: the top-K forms of soft and of ranking, here.
+    forget_built()
+    ranking = DistillConfig(method="ranking", top_k=3)
+    assert "computed once" in cache(ranking).note
+    assert "computed once" in cache().note
+    assert "reused" in cache(replace(ranking, method="listwise")).note
+    assert "reused" in cache(replace(soft, method="combined")).note
+    assert "computed once" in cache(replace(soft, temperature=3.0)).note  # a third form
+    assert "computed once" in cache(ranking).note  # ranking's was the oldest build
+    assert "reused" in cache(ranking).note
+    with torch.no_grad():
+        next(teacher.parameters()).add_(0.1)  # the teacher's weights change in place
+    assert "computed once" in cache(ranking).note
