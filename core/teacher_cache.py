@@ -4,7 +4,9 @@ A distilled epoch used to re-run the teacher on the same prefixes in every batch
 epoch. The teacher is frozen and the student's training rows do not change between epochs
 (each user's last ``max_len`` next-item steps for a sequence student, one row per user
 otherwise), so :class:`TeacherCache` scores them all once, before the first epoch, and each
-batch then slices its rows. What is kept depends on a memory budget:
+batch then slices its rows. The next student of the same teacher with the same rows, K and
+temperature reuses them (the last ``KEEP_BUILT`` builds are kept). What is kept depends on a
+memory budget:
 
 - ``full``: the teacher's scores ``[rows, n_items]`` while they fit the budget (exact soft
   term, top-K taken per batch);
