@@ -23,7 +23,12 @@ from torch import nn
 from core.dataset import InteractionData
 from core.enums import Family
 from core.models.base import Batch, ModelConfig, Recommender, StepOutput
-from core.models.softmax import chunked_softmax_ce, log_partition, sampled_softmax_ce
+from core.models.softmax import (
+    chunked_softmax_ce,
+    log_partition,
+    sampled_softmax_ce,
+    target_scores,
+)
 
 NEG = -1e9  # finite, so an all-padding row softmaxes to uniform instead of NaN
 # Batches of users sorted by history length are formed within pools of this many batches of
@@ -204,8 +209,7 @@ class SASRec(Recommender):
             # F.cross_entropy, and the log-partition is kept for the soft distillation term.
             # ``log_partition`` keeps the softmax for its backward (no second exp pass).
             log_z = log_partition(rows)
-            target_scores = rows.gather(1, (batch.targets[positions] - 1).unsqueeze(1))
-            loss = (log_z - target_scores.squeeze(1)).mean()
+            loss = (log_z - target_scores(rows, batch.targets[positions] - 1)).mean()
             return StepOutput(
                 task_loss=loss,
                 rows=rows,
