@@ -96,9 +96,12 @@ def _method_uses_soft(method: str) -> bool:
 # teacher in turn, and those whose rows, K and temperature are the same (soft and combined;
 # hard, ranking and listwise) read the same outputs. ``KEEP_BUILT`` builds are kept at most
 # (the two forms the recipe's methods ask for), through weak references to their teacher and
-# dataset; a key holds every teacher tensor's in-place version counter, so a teacher trained
-# further or given other weights is scored again.
+# dataset, and only one of at most ``KEEP_BUILT_BYTES`` (the app keeps teachers loaded; a
+# big catalog's cache is not held after its run). A key holds every teacher tensor's
+# in-place version counter, so a teacher trained further or given other weights is scored
+# again.
 KEEP_BUILT = 2
+KEEP_BUILT_BYTES = DEFAULT_BUDGET_BYTES
 _BUILT: list[dict] = []  # most recent last
 _BUILT_LOCK = threading.Lock()
 _CACHED = ("scores", "topk", "topk_scores", "log_partition")
@@ -164,11 +167,12 @@ class TeacherCache:
         else:
             self._build()
             outputs = {name: getattr(self, name) for name in _CACHED if hasattr(self, name)}
+            size = sum(t.numel() * t.element_size() for t in outputs.values())
             built = {"teacher": weakref.ref(teacher), "data": weakref.ref(data), "key": key}
             with _BUILT_LOCK:
-                _BUILT[:] = [b for b in _BUILT if b["teacher"]() is not None] + [
-                    built | {"outputs": outputs}
-                ]
+                _BUILT[:] = [b for b in _BUILT if b["teacher"]() is not None]
+                if size <= KEEP_BUILT_BYTES:
+                    _BUILT.append(built | {"outputs": outputs})
                 del _BUILT[:-KEEP_BUILT]
         reused = kept is not None
         self.seconds = time.perf_counter() - started

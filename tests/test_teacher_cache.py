@@ -274,3 +274,19 @@ def test_a_later_student_reuses_the_outputs_only_while_they_would_be_the_same() 
     with torch.no_grad():
         next(teacher.parameters()).add_(0.1)  # the teacher's weights change in place
     assert "computed once" in cache(ranking).note
+
+
+def test_a_cache_bigger_than_the_keep_limit_is_not_held_after_its_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import core.teacher_cache as teacher_cache
+
+    forget_built()
+    data = _data(5)
+    teacher = _sasrec(data, dim=16)
+    config = DistillConfig(method="ranking", top_k=3)
+    monkeypatch.setattr(teacher_cache, "KEEP_BUILT_BYTES", 16)
+    for _ in range(2):
+        built = TeacherCache(teacher, _sasrec(data, seed=1), data, config, budget_bytes=64)
+        assert "computed once" in built.note
+    assert teacher_cache._BUILT == []
