@@ -174,15 +174,13 @@ class TeacherCache:
                 if size <= KEEP_BUILT_BYTES:
                     _BUILT.append(built | {"outputs": outputs})
                 del _BUILT[:-KEEP_BUILT]
-        reused = kept is not None
         self.seconds = time.perf_counter() - started
-        self.note = (
-            f"The teacher's outputs on {self.n_rows:,} training rows were computed once, in "
-            f"{self.seconds:.1f} s."
-            if not reused
-            else f"The teacher's outputs on {self.n_rows:,} training rows were reused from "
-            "an earlier student of this teacher (the same rows, K and temperature)."
+        how = (
+            f"computed once, in {self.seconds:.1f} s"
+            if kept is None
+            else "reused from an earlier student of this teacher (the same rows, K and temperature)"
         )
+        self.note = f"The teacher's outputs on {self.n_rows:,} training rows were {how}."
         if self.mode == "topk" and not full_scores:
             self.note += (
                 " The student trains on sampled candidates, not the whole catalog, so it "
