@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from core.columns import read_columns
 from core.enums import Method, choice_list
 from core.errors import ConfigError
 
@@ -103,7 +104,7 @@ def _read_columns(z_s: Tensor, first: Tensor, second: Tensor) -> tuple[Tensor, T
     """``z_s.gather(1, first)`` and ``z_s.gather(1, second)`` in one read: each gather's
     backward writes a gradient the size of the whole ``[B, C]`` score matrix, so two
     gathers cost two catalog-sized passes in the backward where one suffices."""
-    both = z_s.gather(1, torch.cat([first, second], dim=1))
+    both = read_columns(z_s, torch.cat([first, second], dim=1))
     return both[:, : first.shape[1]], both[:, first.shape[1] :]
 
 
@@ -279,7 +280,7 @@ def soft_target_kl_topk(
                 partition_terms = partition_terms.masked_fill(mask, torch.finfo(s.dtype).min)
         log_z = torch.logsumexp(partition_terms, dim=1)
     if picked is None:
-        picked = s.gather(1, topk)
+        picked = read_columns(s, topk)
     else:
         picked = _over_t(picked, temperature)
         if mask is not None:  # as if read from the masked scores
@@ -352,7 +353,7 @@ def hard_target_bce(
     if negatives is None:
         if picked is not None:
             raise ValueError("picked scores come with the negatives they were read for.")
-        z_pos = z_s.gather(1, teacher_topk)
+        z_pos = read_columns(z_s, teacher_topk)
         # Every unmasked item that is not a positive: the row's sum over the catalog minus
         # the positives' part, so no [B, C] label matrix is built.
         neg_bce = F.softplus(z_s)
@@ -491,7 +492,7 @@ def ranking_distillation(
         w = w / w.sum(dim=1, keepdim=True).clamp(min=torch.finfo(w.dtype).tiny)
     elif weights != "static":
         raise ConfigError(f"Ranking weights must be 'static' or 'dynamic' (got {weights!r}).")
-    nll = F.softplus(-z_s.gather(1, teacher_topk))  # -log sigmoid(x), stable
+    nll = F.softplus(-read_columns(z_s, teacher_topk))  # -log sigmoid(x), stable
     return (w * nll).sum(dim=1).mean()
 
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from core.columns import target_scores
 from core.dataset import SPLIT_TEST, SPLIT_TRAIN, SPLIT_VALID, InteractionData
 from core.distill import DistillConfig, distillation_loss
 from core.errors import ConfigError
@@ -27,7 +28,6 @@ from core.models.softmax import (
     chunked_softmax_ce,
     log_partition,
     sampled_softmax_ce,
-    target_scores,
 )
 from core.teacher_cache import TeacherCache, candidate_rows, distill_mask, drawn_in
 from core.train import TrainConfig, train_model

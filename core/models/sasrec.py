@@ -20,15 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.columns import target_scores
 from core.dataset import InteractionData
 from core.enums import Family
 from core.models.base import Batch, ModelConfig, Recommender, StepOutput
-from core.models.softmax import (
-    chunked_softmax_ce,
-    log_partition,
-    sampled_softmax_ce,
-    target_scores,
-)
+from core.models.softmax import chunked_softmax_ce, log_partition, sampled_softmax_ce
 
 NEG = -1e9  # finite, so an all-padding row softmaxes to uniform instead of NaN
 # Batches of users sorted by history length are formed within pools of this many batches of

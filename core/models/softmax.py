@@ -176,44 +176,6 @@ def log_partition(scores: Tensor) -> Tensor:
     return _LogPartition.apply(scores)
 
 
-class _PickTargets(torch.autograd.Function):
-    """``x.gather(1, targets[:, None]).squeeze(1)`` with a sparse gradient.
-
-    The dense gather's backward writes a zero ``[N, n]`` matrix, scatters the N gradients
-    into it, and autograd then adds that matrix to the log-partition's gradient: three passes
-    over the catalog scores for N numbers. A sparse gradient is added at those N places
-    alone, to the same values in the same order (float addition commutes), so training
-    ends with the same weights bit for bit.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, targets: Tensor) -> Tensor:
-        ctx.save_for_backward(targets)
-        ctx.shape = x.shape
-        return x.detach().gather(1, targets.unsqueeze(1)).squeeze(1)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor):
-        (targets,) = ctx.saved_tensors
-        rows = torch.arange(len(targets), device=targets.device)
-        index = torch.stack([rows, targets])
-        # One entry per row, rows in order: coalesced by construction.
-        sparse = torch.sparse_coo_tensor(
-            index, grad, ctx.shape, is_coalesced=True, check_invariants=False
-        )
-        return sparse, None
-
-
-def target_scores(scores: Tensor, targets: Tensor) -> Tensor:
-    """``[N, n]`` scores, ``[N]`` 0-based targets -> ``[N]`` each row's target score: equal to
-    ``scores.gather(1, targets[:, None]).squeeze(1)`` in value and gradient, with a sparse
-    gradient (see :class:`_PickTargets`)."""
-    if not scores.requires_grad:
-        return scores.gather(1, targets.unsqueeze(1)).squeeze(1)
-    return _PickTargets.apply(scores, targets)
-
-
 def chunk_items(n_rows: int, n_items: int) -> int:
     """Items per chunk so that one chunk's ``[n_rows, chunk]`` logits take ``CHUNK_BYTES``."""
     return max(1, min(n_items, CHUNK_BYTES // (4 * max(1, n_rows))))
