@@ -186,11 +186,15 @@ class TeacherCache:
                 " The student trains on sampled candidates, not the whole catalog, so it "
                 f"learns from the teacher's top {self.k} items and log-partition per row."
             )
-        elif self.mode == "topk":
+        elif self.mode == "topk" and _method_uses_soft(config.method):
             self.note += (
                 f" Its full scores ({full_bytes / 2**30:.1f} GB) exceed the "
                 f"{budget_bytes / 2**20:.0f} MB cache budget, so the student learns from the "
                 f"teacher's top {self.k} items and log-partition per row."
+            )
+        elif self.mode == "topk":  # the method reads the top-K alone: full scores never help
+            self.note += (
+                f" The {config.method} term reads the teacher's top {self.k} items per row."
             )
 
     def _reuse_key(self, student: Recommender) -> tuple:

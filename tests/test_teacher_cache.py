@@ -140,6 +140,12 @@ def test_small_budget_takes_the_topk_form_and_says_so() -> None:
         teacher, student, data, DistillConfig(method="combined", top_k=4), budget_bytes=64
     )
     assert cache.mode == "topk" and "budget" in cache.note and "top 15 items" in cache.note
+    # A method that reads the teacher's top-K alone is not told about full scores it never needs.
+    hard = TeacherCache(
+        teacher, student, data, DistillConfig(method="hard", top_k=4), budget_bytes=64
+    )
+    assert hard.note.endswith("The hard term reads the teacher's top 4 items per row.")
+    assert "budget" not in hard.note
     assert cache.topk.shape[1] == data.n_items  # min(catalog, SOFT_TOP_K)
     full = TeacherCache(teacher, student, data, DistillConfig(method="combined", top_k=4))
     for batch, step in _batches(student, data):
