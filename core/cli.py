@@ -23,6 +23,7 @@ from core.dataset import HISTORY_MASK_SETTINGS, InteractionData
 from core.enums import DISTILL_METHODS, TRAINABLE_FAMILIES, Role, choice_list
 from core.errors import DistilleryError
 from core.pipeline import (
+    RunOutcome,
     RunSpec,
     load_demo_dataset,
     run_experiment,
@@ -273,8 +274,10 @@ def add_experiment_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write the result rows to this JSON file")
 
 
-def experiment(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Load the data and run popularity, teacher and students as ``args`` says; log progress."""
+def prepare_experiment(
+    args: argparse.Namespace,
+) -> tuple[InteractionData, RunSpec, list[RunSpec]]:
+    """The data and the runs ``args`` asks for; prints the data's size and the device."""
     from core.train import resolve_device
 
     data = load_data(args)
@@ -284,8 +287,21 @@ def experiment(args: argparse.Namespace) -> list[dict[str, Any]]:
         f"{data.n_interactions:,} interactions; device {resolve_device(args.device)}",
         flush=True,
     )
+    return data, teacher, students
+
+
+def experiment(
+    args: argparse.Namespace, outcomes: list[RunOutcome] | None = None
+) -> list[dict[str, Any]]:
+    """Load the data and run popularity, teacher and students as ``args`` says; log progress.
+    ``outcomes``: a list to receive each run's :class:`RunOutcome` (models included)."""
+    data, teacher, students = prepare_experiment(args)
     return run_experiment(
-        data, teacher=teacher, students=students, log=lambda s: print(s, flush=True)
+        data,
+        teacher=teacher,
+        students=students,
+        log=lambda s: print(s, flush=True),
+        outcomes=outcomes,
     )
 
 

@@ -222,13 +222,15 @@ def run_experiment(
     teacher: RunSpec,
     students: list[RunSpec],
     log: Callable[[str], None] = lambda _: None,
+    outcomes: list[RunOutcome] | None = None,
 ) -> list[dict[str, Any]]:
     """Popularity, the teacher, then each student (baseline and distilled) on the same data.
 
     Returns the comparison rows, teacher-relative figures included. Used by the CLI and
     bench/distill.py so both print the numbers the app shows for the same seeds.
+    ``outcomes``: a list to receive each run's :class:`RunOutcome`, models included.
     """
-    outcomes: list[RunOutcome] = []
+    outcomes = [] if outcomes is None else outcomes
     pop = train_and_evaluate(data, popularity_spec(teacher.train.seed))
     log(f"popularity        ndcg@10={pop.test.metrics['ndcg@10']:.4f}")
 
@@ -249,7 +251,4 @@ def run_experiment(
             f"epochs={out.training.epochs_run} ({out.train_seconds:.0f}s)"
         )
         outcomes.append(out)
-    return [
-        summary_row(o, teach if o.spec.role != Role.TEACHER else None)
-        for o in outcomes
-    ]
+    return [summary_row(o, teach if o.spec.role != Role.TEACHER else None) for o in outcomes]
