@@ -1,4 +1,5 @@
-"""Small hand-built datasets shared by the unit tests (no ingestion involved)."""
+"""Small hand-built datasets shared by the unit tests (no ingestion involved), and a
+teacher trained on one."""
 
 from __future__ import annotations
 
@@ -60,3 +61,17 @@ def checkerboard(n_users: int = 40, n_items: int = 12, seed: int = 0) -> Interac
         length = half - 1  # every user sees all but one item of their half, ending before it
         seqs.append([group * half + (start + t) % half for t in range(length + 1)])
     return sequences_dataset(seqs, n_items, name="checkerboard")
+
+
+def sasrec_teacher(data: InteractionData, dim: int = 32, epochs: int = 15):
+    """A 1-block SASRec (max_len 8, no dropout) trained on ``data`` with seed 0."""
+    import torch
+
+    from core.models import ModelConfig, build_model
+    from core.train import TrainConfig, train_model
+
+    torch.manual_seed(0)
+    config = ModelConfig(family="sasrec", dim=dim, layers=1, heads=2, max_len=8, dropout=0.0)
+    model = build_model(config, data.n_users, data.n_items)
+    train_model(model, data, TrainConfig(epochs=epochs, batch_size=16, lr=0.02, patience=epochs))
+    return model

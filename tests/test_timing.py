@@ -9,8 +9,8 @@ import torch
 from core.models import ModelConfig, build_model
 from core.pipeline import student_specs
 from core.timing import _Runner, paired_step_seconds
-from core.train import Objective, TrainConfig, make_optimizer, optimizer_step, train_model
-from tests.factories import checkerboard
+from core.train import Objective, TrainConfig, make_optimizer, optimizer_step
+from tests.factories import checkerboard, sasrec_teacher
 
 STUDENT = ModelConfig(family="sasrec", dim=8, layers=1, heads=1, max_len=8, dropout=0.1)
 TRAIN = TrainConfig(epochs=1, batch_size=16, lr=0.01, patience=1, seed=2)
@@ -23,14 +23,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def teacher(data):
-    torch.manual_seed(0)
-    model = build_model(
-        ModelConfig(family="sasrec", dim=16, layers=1, heads=2, max_len=8, dropout=0.0),
-        data.n_users,
-        data.n_items,
-    )
-    train_model(model, data, TrainConfig(epochs=2, batch_size=16, lr=0.02, patience=2))
-    return model
+    return sasrec_teacher(data, dim=16, epochs=2)
 
 
 def test_every_run_is_timed_interleaved_with_the_order_rotating(data, teacher, monkeypatch):

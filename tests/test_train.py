@@ -13,7 +13,7 @@ from core.distill import DistillConfig
 from core.errors import ConfigError, TrainingCancelled, TrainingDiverged
 from core.models import ModelConfig, build_model
 from core.train import TrainConfig, train_model
-from tests.factories import checkerboard
+from tests.factories import checkerboard, sasrec_teacher
 
 SASREC = ModelConfig(family="sasrec", dim=16, layers=1, heads=2, max_len=8, dropout=0.0)
 MF = ModelConfig(family="mf", dim=8)
@@ -27,14 +27,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def teacher(data):
-    torch.manual_seed(0)
-    model = build_model(
-        ModelConfig(family="sasrec", dim=32, layers=1, heads=2, max_len=8, dropout=0.0),
-        data.n_users,
-        data.n_items,
-    )
-    train_model(model, data, TrainConfig(epochs=15, batch_size=16, lr=0.02, patience=15))
-    return model
+    return sasrec_teacher(data)
 
 
 def fresh(config, data, seed=0):
