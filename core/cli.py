@@ -23,7 +23,6 @@ from core.dataset import HISTORY_MASK_SETTINGS, InteractionData
 from core.enums import DISTILL_METHODS, TRAINABLE_FAMILIES, Role, choice_list
 from core.errors import DistilleryError
 from core.pipeline import (
-    RunOutcome,
     RunSpec,
     load_demo_dataset,
     run_experiment,
@@ -290,18 +289,11 @@ def prepare_experiment(
     return data, teacher, students
 
 
-def experiment(
-    args: argparse.Namespace, outcomes: list[RunOutcome] | None = None
-) -> list[dict[str, Any]]:
-    """Load the data and run popularity, teacher and students as ``args`` says; log progress.
-    ``outcomes``: a list to receive each run's :class:`RunOutcome` (models included)."""
+def experiment(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Load the data and run popularity, teacher and students as ``args`` says; log progress."""
     data, teacher, students = prepare_experiment(args)
     return run_experiment(
-        data,
-        teacher=teacher,
-        students=students,
-        log=lambda s: print(s, flush=True),
-        outcomes=outcomes,
+        data, teacher=teacher, students=students, log=lambda s: print(s, flush=True)
     )
 
 

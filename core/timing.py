@@ -2,9 +2,10 @@
 
 A run's mean epoch time is measured while it trains, and the runs of one bench train one
 after another, minutes apart. On a shared machine the speed drifts in between: in one hour
-on this project's 2-core machine the same twin epoch took 2.4 s and 4.5 s, and a ratio of
-two runs' mean epochs mixed the code's cost with the machine's (five distilled methods read
-1.8-2.1x their twin trained ten minutes earlier, and 1.1-1.5x measured side by side).
+on this project's 2-core machine the same twin epoch took 2.4 s and 5.0 s, and a ratio of
+two runs' mean epochs mixed the code's cost with the machine's (ranking and listwise read
+1.78x and 2.09x their twin trained minutes earlier, and 1.05-1.24x and 1.23-1.45x measured
+side by side).
 
 :func:`paired_step_seconds` measures the runs side by side instead. Each run gets a fresh
 model and the objective and optimizer it trains with (a distilled one reuses the teacher's
@@ -26,6 +27,7 @@ import torch
 from core.dataset import InteractionData
 from core.enums import Method
 from core.models import Recommender, build_model
+from core.pipeline import RunSpec
 from core.train import Objective, make_optimizer, optimizer_step, resolve_device
 
 
@@ -41,7 +43,7 @@ class StepTiming:
 class _Runner:
     """A fresh copy of one run, stepping through its epoch's batches in a cycle."""
 
-    def __init__(self, spec, data: InteractionData, teacher: Recommender | None):
+    def __init__(self, spec: RunSpec, data: InteractionData, teacher: Recommender | None):
         train = spec.train
         device = resolve_device(train.device)
         torch.manual_seed(train.seed)
@@ -75,13 +77,13 @@ class _Runner:
 
 def paired_step_seconds(
     data: InteractionData,
-    specs: list,
+    specs: list[RunSpec],
     teacher: Recommender | None,
     *,
     rounds: int = 4,
     block: int = 8,
 ) -> list[StepTiming]:
-    """Mean seconds of one training step of each run in ``specs`` (``RunSpec``s), measured
+    """Mean seconds of one training step of each run in ``specs``, measured
     interleaved: one untimed block of ``block`` steps each, then ``rounds`` rounds of
     ``block`` steps each, the first run of a round moving one place every round.
 
