@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -64,6 +65,15 @@ def _is_memory_sqlite(database: str | None) -> bool:
     return not database or database == ":memory:" or database.startswith("file::memory:")
 
 
+def _sqlite_path(database: str, query: Any) -> Path:
+    """The file of an on-disk SQLite database. With ``?uri=true`` the database is a
+    ``file:`` URI (``sqlite:///file:/data/runs.db?uri=true``), whose path is after the
+    scheme; a plain path otherwise."""
+    if str(query.get("uri", "")).lower() in ("true", "1") and database.startswith("file:"):
+        return Path(unquote(urlsplit(database).path))
+    return Path(database)
+
+
 def make_engine(url: str) -> Engine:
     """An engine with a connection pool; SQLite connections get the pragmas they need."""
     parsed = make_url(url)
@@ -80,7 +90,9 @@ def make_engine(url: str) -> Engine:
             parsed, poolclass=StaticPool, connect_args={"check_same_thread": False}
         )
     else:
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _sqlite_path(parsed.database, parsed.query).expanduser().parent.mkdir(
+            parents=True, exist_ok=True
+        )
         engine = create_engine(
             parsed, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S}
         )

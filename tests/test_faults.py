@@ -132,7 +132,7 @@ def test_loading_a_malicious_pickle_never_runs_it(home):
     assert faults.malicious_pickle_refused(home)["refused"] == ["UnpicklingError"] * 2
 
 
-def test_database_password_never_shown(home, tmp_path, caplog):
+def test_database_password_never_shown(home, tmp_path, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
     for url in (
         "postgresql://user:secret@127.0.0.1:1/db",
@@ -148,13 +148,19 @@ def test_database_password_never_shown(home, tmp_path, caplog):
         assert "secret" not in str(caught.value) and "DISTILLERY_DB_URL" in str(caught.value)
         assert "\n" not in str(caught.value)
     # A store that opens with a credential in its URL shows it masked, in .url and in logs.
-    with_password = f"sqlite:///file:{tmp_path / 'runs.db'}?uri=true&password=secret"
+    # The URL is a file: URI (uri=true): the database is the file its path names, and no
+    # "file:" folder appears in the working directory.
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with_password = f"sqlite:///file:{tmp_path / 'db' / 'runs.db'}?uri=true&password=secret"
     with Store(with_password) as store:
         assert "secret" not in store.url and "password=***" in store.url
         store.add_dataset(
             name="x", source="t", content_hash="h", n_users=1, n_items=1, n_interactions=1
         )
     assert "secret" not in caplog.text
+    assert (tmp_path / "db" / "runs.db").is_file() and list(work.iterdir()) == []
 
 
 def test_user_text_is_stored_without_control_characters_and_within_column_sizes(home):
