@@ -18,4 +18,9 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/
   || apt_install postgresql
 
 python3 -m ruff check .
-python3 -m pytest -q "$@"
+# Two to four workers (pytest-xdist), each taking whole test files, so a file's module
+# fixtures (a trained teacher, a prepared handoff) are built once: much of the suite waits
+# on browsers, servers and training processes.
+workers=$(nproc 2>/dev/null || echo 2)
+workers=$(( workers < 2 ? 2 : (workers > 4 ? 4 : workers) ))
+python3 -m pytest -q -n "$workers" --dist loadfile "$@"

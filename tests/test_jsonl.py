@@ -51,10 +51,12 @@ def refused(data: bytes, name: str) -> str:
     [
         ("events.jsonl", jsonl(ROWS)),
         ("events.ndjson", jsonl(ROWS)),
-        ("events.jsonl.gz", gzip.compress(jsonl(ROWS))),
+        # mtime=0: the same bytes in every collection (pytest-xdist's workers compare them).
+        ("events.jsonl.gz", gzip.compress(jsonl(ROWS), mtime=0)),
         ("events.txt", jsonl(ROWS)),  # no suffix to go by: the first character is "{"
         ("events", b"\n\n  " + jsonl(ROWS)),
     ],
+    ids=["jsonl", "ndjson", "jsonl.gz", "txt", "no-suffix"],
 )
 def test_json_lines_give_the_dataset_the_same_log_gives_as_csv(name, data):
     from_json = load_interactions(data, name)

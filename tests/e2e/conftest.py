@@ -5,7 +5,8 @@ The server runs the real app (``app.py``) on a free localhost port with a fresh
 and with real background training threads (``DISTILLERY_SYNC_JOBS`` unset), as a user runs
 it. Chromium is Debian's package driven by Playwright (``executable_path``): no browser is
 ever downloaded. One browser tab (one Streamlit session) is shared by every test of the
-session, so the demo trained by the flow in test_browser.py is reused by the handoff test.
+session (of each pytest-xdist worker: scripts/test.sh runs several, each with its own server
+and tab), so the demo trained by the first test that asks for it is reused by the others.
 A test that needs a store of its own (a demo started from nothing) takes ``start_server``.
 """
 
@@ -31,7 +32,9 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 SHOTS = ARTIFACTS / "screenshots"
-SERVER_LOG = ARTIFACTS / "e2e-streamlit.log"
+# One session server per pytest-xdist worker (scripts/test.sh), each with its own log.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+SERVER_LOG = ARTIFACTS / (f"e2e-streamlit-{_WORKER}.log" if _WORKER else "e2e-streamlit.log")
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
