@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.allocator import release_freed_memory, reuse_freed_blocks
 from core.dataset import InteractionData
 from core.distill import DistillConfig, distillation_loss
 from core.embedding_init import init_from_teacher
@@ -343,7 +344,30 @@ def train_model(
     progress: Callable[[EpochReport], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place; on return it holds the weights of its best validation epoch."""
+    """Train ``model`` in place; on return it holds the weights of its best validation epoch.
+
+    Freed score matrices are kept for reuse while it trains, and the free memory is handed
+    back when it ends (:mod:`core.allocator`).
+    """
+    reuse_freed_blocks()
+    try:
+        return _train(
+            model, data, config, teacher=teacher, distill=distill, progress=progress, cancel=cancel
+        )
+    finally:
+        release_freed_memory()
+
+
+def _train(
+    model: Recommender,
+    data: InteractionData,
+    config: TrainConfig,
+    *,
+    teacher: Recommender | None,
+    distill: DistillConfig | None,
+    progress: Callable[[EpochReport], None] | None,
+    cancel: threading.Event | None,
+) -> TrainResult:
     config.validate()
     distill = distill or DistillConfig(method=Method.NONE)
     distill.validate()
