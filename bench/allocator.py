@@ -35,22 +35,6 @@ VARIANTS = ("default", "reuse")
 WARMUP = 5
 
 
-def load(args: argparse.Namespace):
-    if args.data:
-        from core.ingestion.build import load_interactions
-
-        return load_interactions(args.data.read_bytes(), args.data.name)
-    from core.ingestion.build import build_dataset
-    from core.ingestion.options import ColumnMapping
-    from core.ingestion.shapes import generate_shape
-
-    inter, catalog = generate_shape(args.shape)
-    mapping = ColumnMapping(
-        user="user_id", item="item_id", timestamp="timestamp", rating=None, event=None
-    )
-    return build_dataset(inter, mapping, catalog=catalog, name=args.shape)
-
-
 def child(args: argparse.Namespace) -> None:
     """One variant in this fresh process: print one JSON line of its measurements."""
     from core import allocator
@@ -60,6 +44,7 @@ def child(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
+    from bench.sweep import load  # the same loader as the sweep: demo, shape or file
     from core.models import build_model
     from core.recipe import recipe_for
     from core.train import Objective, make_optimizer, optimizer_step
@@ -103,7 +88,13 @@ def child(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="interaction log; default: a generated shape")
-    parser.add_argument("--shape", default="repeat_longtail", help="generated log shape")
+    parser.add_argument(
+        "--shape",
+        choices=("long_no_repeat", "repeat_longtail"),
+        default="repeat_longtail",
+        help="generated log shape",
+    )
+    parser.add_argument("--scale", type=float, default=1.0, help="generated log size multiplier")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per process")
     parser.add_argument("--rounds", type=int, default=3, help="processes per variant")
     parser.add_argument("--child", choices=("default", "reuse"), help=argparse.SUPPRESS)
@@ -113,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     started = time.perf_counter()
-    passed = [*(["--data", str(args.data)] if args.data else ["--shape", args.shape])]
+    passed = ["--data", str(args.data)] if args.data else ["--shape", args.shape]
+    passed += ["--scale", str(args.scale)]
     runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
     for round_ in range(args.rounds):
         for settings in VARIANTS if round_ % 2 == 0 else tuple(reversed(VARIANTS)):

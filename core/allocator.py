@@ -7,9 +7,8 @@ the blocks a process frees, but never above 32 MB. On a catalog of more than abo
 items a step's score matrix is bigger than that (770 rows x 16,825 items is 52 MB), so every
 step maps fresh pages and the kernel zero-fills each one on first touch. On the generated
 ``repeat_longtail`` log (16,825 items) a twin's step spent 240 ms of system time in page
-faults (66,000 a step) next to 440 ms of computation: 336-357 ms a step, against 232-251 ms
-once freed blocks are kept for reuse (``bench/allocator.py`` measures it), with the same
-weights bit for bit. The demo shop's 9 MB matrices stay under the adaptive threshold, so
+faults (67,000 a step): 352 ms a step (median), against 227 ms once freed blocks are
+kept for reuse, with the same weights bit for bit (``python bench/allocator.py``). The demo shop's 9 MB matrices stay under the adaptive threshold, so
 nothing changes there.
 
 :func:`reuse_freed_blocks` therefore serves blocks of up to :data:`HEAP_BLOCK_BYTES`
