@@ -1,25 +1,33 @@
-"""Reads of a few columns of a ``[rows, items]`` score matrix, with one gradient for all.
+"""The full-softmax cross-entropy's two parts, and reads of a few more columns of its
+``[rows, items]`` score matrix, with one gradient for all.
 
 A training step reads a few columns of each row of the student's catalog-wide scores: the
-task loss its target (one per row), the distillation terms the teacher's top-K and the
-sampled negatives. A plain ``gather`` gives autograd a gradient the size of the whole score
-matrix for each read (a zero matrix with a few entries), which autograd then adds to the
-others'. The target's read has a sparse gradient (:func:`target_scores`), but autograd adds
-a sparse gradient that comes after a dense one out of place: one more copy of the matrix
-in every distilled step.
+task loss the row's log-partition and its target (one column), the distillation terms the
+teacher's top-K and the sampled negatives. Written plainly, each consumer hands autograd a
+gradient the size of the whole score matrix: the softmax for the log-partition, and for each
+``gather`` a zero matrix with a few entries, which autograd then adds together, one more
+catalog-sized pass per read.
 
-So when the targets of a matrix were picked with :func:`target_scores`, the distillation
-terms' reads (:func:`read_columns`) leave their gradients with the pick instead. Each read
-also takes the pick's output as an input (it passes it no gradient): autograd therefore runs
-the pick's backward after every read's, and the pick scatters their gradients and its own
-into one zero matrix, in the order autograd would have added them. The weights come out the
-same bit for bit (tests/test_columns.py; bench/distill.py's figures are unchanged). A
-distilled epoch of the demo shop's 10% student took 4-10% less time with combined targets
-and 0-10% less with soft ones (four pairs of bench-like runs, the old and the new code at
-once on one core each; hard targets: no clear change).
+:func:`softmax_parts` computes the log-partition and the targets' scores in one autograd
+function, and the distillation terms' reads (:func:`read_columns`) leave their gradients with
+it. Each read takes the targets' scores as an input (it passes them no gradient), so
+autograd runs that function's backward after every read's; it writes the softmax's
+gradient, ``softmax * grad``, and scatters the reads' gradients and the targets' into it in
+place. One catalog-sized matrix, written once: the forward's normalised exponentials are the
+softmax already, so the backward is one multiply, not a second exponential pass either.
 
-A matrix whose targets were not picked here (a leaf in a test, or another model's scores)
-is read with a plain ``gather``.
+Values are those of ``torch.logsumexp`` and ``gather``. Gradients are the same bit for bit
+where a row's column is read once (tests/test_columns.py); where two reads (or a read and
+the target) meet in one entry, their gradients are added to the softmax's one after the
+other instead of first to each other, so that entry may differ in its last bit. On the demo
+shop's 10% student (core.timing's side-by-side steps, all methods at once) a soft-target
+step went from 1.35x its twin's to 1.16x, with both reads of combined and listwise targets
+going into it: together with their own changes in core.distill, combined from 1.60x to
+1.36x, hard from 1.53x to 1.24x, listwise from 1.54x to 1.28x; the twin's step stayed at
+9.7 ms.
+
+A matrix not made by :func:`softmax_parts` (a leaf in a test, another model's scores) is read
+with a plain ``gather``.
 """
 
 from __future__ import annotations
@@ -31,69 +39,72 @@ _RECORD = "_column_reads"
 
 
 class _Reads:
-    """The pick of one score matrix, and the gradients its other reads leave for it."""
+    """The gradients the reads of one score matrix leave for :class:`_SoftmaxParts`."""
 
     def __init__(self) -> None:
-        self.picked: Tensor | None = None  # the pick's output, until its backward runs
+        self.picked: Tensor | None = None  # the targets' scores, until the backward runs
         self.pending: list[tuple[Tensor, Tensor]] = []  # (index [N, K], grad [N, K])
 
 
-class _PickTargets(torch.autograd.Function):
-    """``x.gather(1, targets[:, None]).squeeze(1)`` with a sparse gradient.
+def normalised_exp(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(softmax(x), logsumexp(x))`` over dim 1 of a ``[N, n]`` tensor, in one pass of
+    exponentials (the max subtracted first; an all ``-inf`` row keeps ``-inf``)."""
+    top = x.amax(dim=1, keepdim=True)
+    top = top.masked_fill(~torch.isfinite(top), 0.0)
+    probs = torch.sub(x, top).exp_()
+    total = probs.sum(dim=1, keepdim=True)
+    probs.div_(total)
+    return probs, (top + total.log()).squeeze(1)
 
-    The dense gather's backward writes a zero ``[N, n]`` matrix, scatters the N gradients
-    into it, and autograd then adds that matrix to the log-partition's gradient: three passes
-    over the catalog scores for N numbers. A sparse gradient is added at those N places
-    alone, to the same values in the same order (float addition commutes), so training
-    ends with the same weights bit for bit. When other columns of the matrix were read
-    (:func:`read_columns`), their gradients and this one are summed into one dense matrix.
-    """
+
+class _SoftmaxParts(torch.autograd.Function):
+    """``(logsumexp(x, 1), x.gather(1, targets[:, None]).squeeze(1))`` with one dense
+    gradient: ``softmax * grad_log_z``, into which the targets' and every read's gradients
+    are scattered (see the module docstring). Not twice differentiable."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, targets: Tensor, record: _Reads) -> Tensor:
-        ctx.save_for_backward(targets)
-        ctx.shape = x.shape
+    def forward(ctx, x: Tensor, targets: Tensor, record: _Reads) -> tuple[Tensor, Tensor]:
+        x = x.detach()
+        probs, log_z = normalised_exp(x)
+        ctx.save_for_backward(probs, targets)
         ctx.record = record
-        return x.detach().gather(1, targets.unsqueeze(1)).squeeze(1)
+        return log_z, x.gather(1, targets.unsqueeze(1)).squeeze(1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor):
-        (targets,) = ctx.saved_tensors
+    def backward(ctx, grad_log_z: Tensor, grad_picked: Tensor):
+        probs, targets = ctx.saved_tensors
         record = ctx.record
         record.picked = None  # later reads are plain gathers; no reference cycle is left
-        if record.pending:
-            # Every read's backward has run (each depends on this pick): their gradients
-            # first, in the order they came, then the targets', as autograd would add them.
-            total = grad.new_zeros(ctx.shape)
-            for index, read_grad in record.pending:
-                total.scatter_add_(1, index, read_grad)
-            record.pending.clear()
-            return total.scatter_add_(1, targets.unsqueeze(1), grad.unsqueeze(1)), None, None
-        rows = torch.arange(len(targets), device=targets.device)
-        index = torch.stack([rows, targets])
-        # One entry per row, rows in order: coalesced by construction.
-        sparse = torch.sparse_coo_tensor(
-            index, grad, ctx.shape, is_coalesced=True, check_invariants=False
-        )
-        return sparse, None, None
+        total = probs * grad_log_z.unsqueeze(1)
+        # Every read's backward has run (each depends on the targets' scores): their
+        # gradients in the order they came, then the targets', as autograd would add them.
+        for index, read_grad in record.pending:
+            total.scatter_add_(1, index, read_grad)
+        record.pending.clear()
+        return total.scatter_add_(1, targets.unsqueeze(1), grad_picked.unsqueeze(1)), None, None
 
 
-def target_scores(scores: Tensor, targets: Tensor) -> Tensor:
-    """``[N, n]`` scores, ``[N]`` 0-based targets -> ``[N]`` each row's target score: equal to
-    ``scores.gather(1, targets[:, None]).squeeze(1)`` in value and gradient, with a sparse
-    gradient (see :class:`_PickTargets`)."""
+def softmax_parts(scores: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """``[N, n]`` scores, ``[N]`` 0-based targets -> ``(log_z, picked)``: each row's
+    ``logsumexp`` and its target's score, equal to ``torch.logsumexp(scores, dim=1)`` and
+    ``scores.gather(1, targets[:, None]).squeeze(1)`` in value and gradient (the full
+    softmax's cross-entropy is ``log_z - picked``). Later :func:`read_columns` of ``scores``
+    share its backward."""
+    if scores.dim() != 2:
+        raise ValueError(f"softmax_parts takes [rows, items] scores; got {tuple(scores.shape)}.")
     if not scores.requires_grad:
-        return scores.gather(1, targets.unsqueeze(1)).squeeze(1)
+        return normalised_exp(scores)[1], scores.gather(1, targets.unsqueeze(1)).squeeze(1)
     record = _Reads()
-    picked = _PickTargets.apply(scores, targets, record)
+    log_z, picked = _SoftmaxParts.apply(scores, targets, record)
     record.picked = picked
     setattr(scores, _RECORD, record)
-    return picked
+    return log_z, picked
 
 
 class _ReadColumns(torch.autograd.Function):
-    """``x.gather(1, index)`` whose gradient waits for the pick (see the module docstring)."""
+    """``x.gather(1, index)`` whose gradient waits for :class:`_SoftmaxParts` (see the
+    module docstring)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, index: Tensor, record: _Reads, picked: Tensor) -> Tensor:
@@ -111,8 +122,8 @@ class _ReadColumns(torch.autograd.Function):
 
 def read_columns(scores: Tensor, index: Tensor) -> Tensor:
     """``scores.gather(1, index)`` (``[N, n]``, ``[N, K]`` -> ``[N, K]``) in value and
-    gradient; for scores whose targets :func:`target_scores` picked, the gradient is summed
-    with the pick's (see the module docstring)."""
+    gradient; for scores made by :func:`softmax_parts`, the gradient is scattered into its
+    one (see the module docstring)."""
     record = getattr(scores, _RECORD, None) if scores.requires_grad else None
     if record is None or record.picked is None:
         return scores.gather(1, index)

@@ -101,20 +101,29 @@ def _check_mask(z_s: Tensor, mask: Tensor | None) -> Tensor | None:
 
 
 def _read_columns(z_s: Tensor, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
-    """``z_s.gather(1, first)`` and ``z_s.gather(1, second)`` in one read: each gather's
-    backward writes a gradient the size of the whole ``[B, C]`` score matrix, so two
-    gathers cost two catalog-sized passes in the backward where one suffices."""
-    both = read_columns(z_s, torch.cat([first, second], dim=1))
-    return both[:, : first.shape[1]], both[:, first.shape[1] :]
+    """``z_s.gather(1, first)`` and ``z_s.gather(1, second)``, each read with
+    :func:`core.columns.read_columns`: in training their gradients go into the task loss's
+    one catalog-sized gradient, so two reads cost no more than one (and no concatenated
+    ``[B, K + M]`` index is built)."""
+    return read_columns(z_s, first), read_columns(z_s, second)
 
 
 def _among(items: Tensor, others: Tensor, n_items: int) -> Tensor:
     """Boolean ``[B, M]``: True where ``items[b, m]`` is one of ``others[b]`` (``[B, K]``).
 
-    Through a ``[B, n_items]`` boolean membership matrix (one byte an item). ``[B, M, K]``
-    comparisons of int64 indices cost more at the sizes training uses: with the hard term's
-    M = 256 and K = 10 on the demo shop they took milliseconds a step.
+    Items shared by every row (``shared_sample``'s expanded row, all distinct): a slot per
+    catalog item says where each of the M items sits, and each row's K ``others`` mark
+    their slots, ``[B, K]`` work. Otherwise through a ``[B, n_items]`` boolean membership
+    matrix (one byte an item): ``[B, M, K]`` comparisons of int64 indices cost more at the
+    sizes training uses (M = 256 and K = 10 on the demo shop: milliseconds a step).
     """
+    m = items.shape[1]
+    shared = items.shape[0] > 1 and items.stride(0) == 0
+    if shared and torch.unique(items[0]).numel() == m:
+        slot = torch.full((n_items,), m, dtype=torch.long, device=items.device)
+        slot[items[0]] = torch.arange(m, device=items.device)
+        hit = torch.zeros(others.shape[0], m + 1, dtype=torch.bool, device=items.device)
+        return hit.scatter_(1, slot[others], True)[:, :m]  # column m: not among the items
     member = torch.zeros(others.shape[0], n_items, dtype=torch.bool, device=others.device)
     return member.scatter_(1, others, True).gather(1, items)
 
@@ -524,27 +533,25 @@ def listwise_plackett_luce(
     mask = _check_mask(z_s, mask)
     teacher_topk = teacher_topk.detach().to(z_s.device, torch.long)
     sampled = sampled.detach().to(z_s.device, torch.long)
-    k, m = teacher_topk.shape[1], sampled.shape[1]
+    k = teacher_topk.shape[1]
 
     top, rest = _read_columns(z_s, teacher_topk, sampled)  # [B, K], [B, M]
     rest_valid = ~_among(sampled, teacher_topk, z_s.shape[1])
     if mask is not None:
         rest_valid &= ~mask.gather(1, sampled)
 
-    # Row r of the [K, K+M] "in the denominator" pattern: top items from position r on,
-    # plus every valid sampled item. Item pi_r itself is always in, so each logsumexp is
-    # finite and -inf entries get an exactly zero gradient.
+    # Denominator r = the top items from position r on, plus every valid sampled item:
+    # logaddexp of a suffix logsumexp over the K top scores ([B, K, K], item pi_r always in,
+    # so finite) and one logsumexp over the sampled block ([B, M], once per row, not once
+    # per position: a [B, K, K+M] pattern cost a listwise step 1.5 ms more on the demo shop).
+    # Dropped sampled items take the dtype's lowest finite value, not -inf: their exp is an
+    # exact 0, and a row with none left gives a finite log that logaddexp ignores, with a
+    # zero gradient instead of the NaN of a logsumexp over -inf alone.
     positions = torch.arange(k, device=z_s.device)
     suffix = positions.unsqueeze(0) >= positions.unsqueeze(1)  # [K, K]: j >= r
-    keep = torch.cat(
-        [
-            suffix.unsqueeze(0).expand(z_s.shape[0], k, k),
-            rest_valid.unsqueeze(1).expand(-1, k, m),
-        ],
-        dim=2,
-    )
-    candidates = torch.cat([top, rest], dim=1).unsqueeze(1).expand(-1, k, k + m)
-    log_denominator = candidates.masked_fill(~keep, float("-inf")).logsumexp(dim=2)
+    log_top = top.unsqueeze(1).expand(-1, k, k).masked_fill(~suffix, float("-inf"))
+    log_rest = rest.masked_fill(~rest_valid, torch.finfo(rest.dtype).min).logsumexp(dim=1)
+    log_denominator = torch.logaddexp(log_top.logsumexp(dim=2), log_rest.unsqueeze(1))
     return -(top - log_denominator).mean(dim=1).mean()
 
 

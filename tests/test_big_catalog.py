@@ -15,7 +15,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.columns import target_scores
 from core.dataset import SPLIT_TEST, SPLIT_TRAIN, SPLIT_VALID, InteractionData
 from core.distill import DistillConfig, distillation_loss
 from core.errors import ConfigError
@@ -26,7 +25,6 @@ from core.models.softmax import (
     SoftmaxLoss,
     chunk_items,
     chunked_softmax_ce,
-    log_partition,
     sampled_softmax_ce,
 )
 from core.teacher_cache import TeacherCache, candidate_rows, distill_mask, drawn_in
@@ -82,73 +80,6 @@ def test_chunked_cross_entropy_equals_the_full_one(chunk: int):
     grads_full = torch.autograd.grad(full, (states32, table32))
     for a, b in zip(grads_chunked, grads_full, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
-
-
-def test_log_partition_is_logsumexp_in_value_and_gradient():
-    # By hand: row [0, ln 3] -> log(1 + 3) = ln 4, gradient = softmax = [1/4, 3/4].
-    x = torch.tensor([[0.0, float(np.log(3.0))]], dtype=torch.float64, requires_grad=True)
-    value = log_partition(x)
-    assert value.item() == pytest.approx(np.log(4.0), abs=1e-12)
-    (grad,) = torch.autograd.grad(value.sum(), x)
-    assert grad[0].tolist() == pytest.approx([0.25, 0.75], abs=1e-12)
-    # Against torch.logsumexp, with a second consumer of the same scores (the soft term's
-    # "- p_t . s") and scores far from 0 (the max is subtracted first).
-    states, table, targets = _problem()
-    weights = torch.rand(9, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    p_t = torch.softmax(torch.randn(9, 13, dtype=torch.float64), dim=1)
-
-    def loss(lse):
-        scores = states @ table.T * 30
-        z = lse(scores)
-        return (weights * (z - scores.gather(1, targets[:, None]).squeeze(1))).sum() + (
-            z - (p_t * scores).sum(1)
-        ).sum()
-
-    ours, theirs = loss(log_partition), loss(lambda s: torch.logsumexp(s, dim=1))
-    assert ours.item() == pytest.approx(theirs.item(), rel=1e-12)
-    for a, b in zip(
-        torch.autograd.grad(ours, (states, table)),
-        torch.autograd.grad(theirs, (states, table)),
-        strict=True,
-    ):
-        assert torch.allclose(a, b, atol=1e-10)
-    with pytest.raises(ValueError, match="rows, items"):
-        log_partition(torch.zeros(3))
-
-
-def test_target_scores_match_the_dense_gather_bit_for_bit():
-    """The sparse-gradient pick of each row's target score: by hand, then against the dense
-    gather inside the full cross-entropy with a third consumer of the scores (a soft term),
-    where the gradients reaching the weights must be identical, not just close."""
-    x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], requires_grad=True)
-    picked = target_scores(x, torch.tensor([2, 0]))
-    assert picked.tolist() == [3.0, 4.0]
-    (grad,) = torch.autograd.grad((picked * torch.tensor([10.0, -1.0])).sum(), x)
-    assert grad.to_dense().tolist() == [[0.0, 0.0, 10.0], [-1.0, 0.0, 0.0]]
-    assert target_scores(x.detach(), torch.tensor([1, 1])).tolist() == [2.0, 5.0]
-
-    states, table, targets = _problem()
-    states, table = states.detach().float(), table.detach().float()
-    p_t = torch.softmax(torch.randn(9, 13, generator=torch.Generator().manual_seed(2)), dim=1)
-
-    def grads(pick):
-        s, t = states.clone().requires_grad_(True), table.clone().requires_grad_(True)
-        scores = s @ t.T * 30
-        z = log_partition(scores)
-        task = (z - pick(scores)).mean()
-        soft = (z - (p_t * scores).sum(1)).mean()
-        return torch.autograd.grad(task + 0.5 * soft, (s, t))
-
-    ours = grads(lambda scores: target_scores(scores, targets))
-    dense = grads(lambda scores: scores.gather(1, targets[:, None]).squeeze(1))
-    for a, b in zip(ours, dense, strict=True):
-        assert not a.is_sparse and torch.equal(a, b)
-    # The pick alone on computed scores: the matmul's backward takes the sparse gradient.
-    s, t = states.clone().requires_grad_(True), table.clone().requires_grad_(True)
-    alone = torch.autograd.grad(target_scores(s @ t.T, targets).sum(), (s, t))
-    gathered = torch.autograd.grad((s @ t.T).gather(1, targets[:, None]).sum(), (s, t))
-    for a, b in zip(alone, gathered, strict=True):
-        assert torch.allclose(a, b)
 
 
 def test_chunks_follow_the_memory_bound():

@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.columns import target_scores
+from core.columns import softmax_parts
 from core.dataset import InteractionData
 from core.enums import Family
 from core.models.base import Batch, ModelConfig, Recommender, StepOutput
-from core.models.softmax import chunked_softmax_ce, log_partition, sampled_softmax_ce
+from core.models.softmax import chunked_softmax_ce, sampled_softmax_ce
 
 NEG = -1e9  # finite, so an all-padding row softmaxes to uniform instead of NaN
 # Batches of users sorted by history length are formed within pools of this many batches of
@@ -203,9 +203,9 @@ class SASRec(Recommender):
             rows = states @ self.item_emb.weight[1:].T  # [N, n_items]
             # Cross-entropy as log-partition minus the target's score: the same value as
             # F.cross_entropy, and the log-partition is kept for the soft distillation term.
-            # ``log_partition`` keeps the softmax for its backward (no second exp pass).
-            log_z = log_partition(rows)
-            loss = (log_z - target_scores(rows, batch.targets[positions] - 1)).mean()
+            # ``softmax_parts`` keeps the softmax for its backward (no second exp pass).
+            log_z, target = softmax_parts(rows, batch.targets[positions] - 1)
+            loss = (log_z - target).mean()
             return StepOutput(
                 task_loss=loss,
                 rows=rows,

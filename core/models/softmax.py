@@ -22,8 +22,8 @@ positions at 10^6 items. Two ways round it, chosen by ``TrainConfig.loss``:
   no ``[rows, n_items]`` tensor ever exists. Same value and gradient as ``full``; costs a
   second matmul over the catalog.
 
-The ``full`` loss's log-partition is :func:`log_partition`: ``logsumexp`` over the catalog
-whose forward keeps the softmax it computes anyway, so the backward is one multiply instead
+The ``full`` loss's log-partition and target scores come from
+:func:`core.columns.softmax_parts`, whose forward keeps the softmax it computes anyway, so the backward is one multiply instead
 of a second exponential over ``[rows, n_items]`` (the epoch's largest tensor).
 
 ``SoftmaxLoss`` travels on the batch (``Batch.softmax``), so ``training_step(batch)`` keeps
@@ -137,43 +137,6 @@ def sampled_softmax_ce(
     corrected = corrected.masked_fill(hits, float("-inf"))
     logits = torch.cat([positive_scores[:, None], corrected], dim=1)
     return (torch.logsumexp(logits, dim=1) - positive_scores).mean()
-
-
-class _LogPartition(torch.autograd.Function):
-    """``logsumexp(x, dim=1)`` for a ``[N, n]`` tensor, saving ``softmax(x)`` for the backward.
-
-    ``torch.logsumexp`` keeps its input and recomputes ``exp(x - lse)`` in the backward: a
-    second pass of exponentials over the catalog. Here the forward's normalised exponentials
-    are the softmax already, so the backward is ``grad * softmax`` (same memory: one
-    ``[N, n]`` tensor kept either way). Not twice differentiable (nothing here needs it).
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        x = x.detach()
-        top = x.amax(dim=1, keepdim=True)
-        top = top.masked_fill(~torch.isfinite(top), 0.0)  # an all -inf row stays -inf
-        probs = torch.sub(x, top).exp_()
-        total = probs.sum(dim=1, keepdim=True)
-        probs.div_(total)
-        ctx.save_for_backward(probs)
-        return (top + total.log()).squeeze(1)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        (probs,) = ctx.saved_tensors
-        return probs * grad.unsqueeze(1)
-
-
-def log_partition(scores: Tensor) -> Tensor:
-    """``[N, n]`` scores -> ``[N]`` ``logsumexp`` over each row, with a one-multiply backward
-    (see :class:`_LogPartition`); equal to ``torch.logsumexp(scores, dim=1)`` in value and
-    gradient."""
-    if scores.dim() != 2:
-        raise ValueError(
-            f"log_partition takes [rows, items] scores; got shape {tuple(scores.shape)}."
-        )
-    return _LogPartition.apply(scores)
 
 
 def chunk_items(n_rows: int, n_items: int) -> int:
