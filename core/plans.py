@@ -299,20 +299,20 @@ def _shape(run: RunRecord) -> str:
 
 
 # A distilled epoch's cost over its twin's, by method (the teacher's outputs are precomputed
-# once, core.teacher_cache). Measured on the demo shop's 10% student with its training steps
-# side by side with the twin's (core.timing, bench/distill.py's step_ratio_paired: the
-# machine's drift between two runs' epochs stays out of it), in three bench runs and one
-# interleaved profile on 2 cores, rounded up from the highest: soft 1.30x / 1.29x / 1.36x /
-# 1.30x, hard 1.30x / 1.45x / 1.51x / 1.40x, combined 1.52x / 1.67x / 1.80x / 1.52x, ranking
-# 1.09x / 1.24x / 1.28x / 1.10x, listwise 1.38x / 1.42x / 1.56x / 1.38x. A step bounds an
-# epoch from above (validation and batching cost a student what they cost its twin), so an
-# ETA errs long, never short.
+# once, core.teacher_cache; every column read shares the task loss's gradient, core.columns).
+# Measured on the demo shop's 10% student with its training steps side by side with the
+# twin's (core.timing: the machine's drift between two runs' epochs stays out of it), on 2
+# cores, rounded up from the highest of five interleaved timings (two of 12-round medians,
+# three of 4- and 8-round means) and one bench/distill.py run's mean epochs: soft 1.16-1.27x,
+# hard 1.15-1.37x, combined 1.36-1.46x, ranking 1.04-1.14x, listwise 1.22-1.37x. A step
+# bounds an epoch from above (validation and batching cost a student what they cost its
+# twin), so an ETA errs long, never short.
 DISTILLED_EPOCH_FACTOR = {
-    Method.SOFT: 1.4,
-    Method.HARD: 1.6,
-    Method.COMBINED: 1.8,
-    Method.RANKING: 1.3,
-    Method.LISTWISE: 1.6,
+    Method.SOFT: 1.3,
+    Method.HARD: 1.4,
+    Method.COMBINED: 1.5,
+    Method.RANKING: 1.2,
+    Method.LISTWISE: 1.4,
 }
 # Before its first epoch a distilled run scores its training rows with the teacher once
 # (core.teacher_cache): a forward pass without backward or validation, about half of one of

@@ -37,7 +37,7 @@ class StepTiming:
 
     name: str
     steps: int  # timed steps
-    step_seconds: float  # mean seconds of one training step
+    step_seconds: float  # seconds of one training step (the median block's mean)
 
 
 class _Runner:
@@ -80,12 +80,13 @@ def paired_step_seconds(
     specs: list[RunSpec],
     teacher: Recommender | None,
     *,
-    rounds: int = 4,
+    rounds: int = 12,
     block: int = 8,
 ) -> list[StepTiming]:
-    """Mean seconds of one training step of each run in ``specs``, measured
-    interleaved: one untimed block of ``block`` steps each, then ``rounds`` rounds of
-    ``block`` steps each, the first run of a round moving one place every round.
+    """Seconds of one training step of each run in ``specs``, measured interleaved: one
+    untimed block of ``block`` steps each, then ``rounds`` rounds of ``block`` steps each,
+    the first run of a round moving one place every round; a run's step is its median
+    block's time over ``block``.
 
     ``teacher``: the trained teacher of the distilled specs (ignored for a spec without a
     distillation method). The models trained here are throwaway copies.
@@ -97,10 +98,14 @@ def paired_step_seconds(
     runners = [_Runner(spec, data, teacher) for spec in specs]
     for runner in runners:
         runner.steps(block)  # warm-up: first-touch allocations, lazy initialisation
-    seconds = [0.0] * len(runners)
+    blocks: list[list[float]] = [[] for _ in runners]
     for r in range(rounds):
         for j in range(len(runners)):
             i = (r + j) % len(runners)
-            seconds[i] += runners[i].steps(block)
-    n = rounds * block
-    return [StepTiming(spec.name, n, total / n) for spec, total in zip(specs, seconds, strict=True)]
+            blocks[i].append(runners[i].steps(block))
+    # The median block: a pause of the machine during one block (another process, the
+    # kernel) moves a mean of a few blocks by tens of percent, the median not at all.
+    return [
+        StepTiming(spec.name, rounds * block, float(np.median(times)) / block)
+        for spec, times in zip(specs, blocks, strict=True)
+    ]
