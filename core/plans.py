@@ -303,8 +303,10 @@ def _shape(run: RunRecord) -> str:
 # Measured on the demo shop's 10% student with its training steps side by side with the
 # twin's (core.timing: the machine's drift between two runs' epochs stays out of it), on 2
 # cores, rounded up from the highest of five interleaved timings (two of 12-round medians,
-# three of 4- and 8-round means) and one bench/distill.py run's mean epochs: soft 1.16-1.27x,
-# hard 1.15-1.37x, combined 1.36-1.46x, ranking 1.04-1.14x, listwise 1.22-1.37x. A step
+# three of 4- and 8-round means), bench/distill.py's final side-by-side steps (12-round
+# medians) and its mean epochs: soft 1.16-1.27x, hard 1.15-1.37x, combined 1.36-1.47x,
+# ranking 1.04-1.14x, listwise 1.22-1.37x. (One 4-round mean read combined at 1.66x while
+# its mean epoch was 1.36x: one slow block, why core.timing now takes the median.) A step
 # bounds an epoch from above (validation and batching cost a student what they cost its
 # twin), so an ETA errs long, never short.
 DISTILLED_EPOCH_FACTOR = {

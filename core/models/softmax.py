@@ -23,8 +23,9 @@ positions at 10^6 items. Two ways round it, chosen by ``TrainConfig.loss``:
   second matmul over the catalog.
 
 The ``full`` loss's log-partition and target scores come from
-:func:`core.columns.softmax_parts`, whose forward keeps the softmax it computes anyway, so the backward is one multiply instead
-of a second exponential over ``[rows, n_items]`` (the epoch's largest tensor).
+:func:`core.columns.softmax_parts`, whose forward keeps the softmax it computes anyway, so
+the backward is one multiply instead of a second exponential over ``[rows, n_items]`` (the
+epoch's largest tensor).
 
 ``SoftmaxLoss`` travels on the batch (``Batch.softmax``), so ``training_step(batch)`` keeps
 its one-argument signature; ``NegativeSampler`` draws the shared items.
